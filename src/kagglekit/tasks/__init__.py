@@ -1,0 +1,12 @@
+"""Task registry: config ``task`` name → factory taking the config (see runner.build_task)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _segmentation(cfg: Any) -> Any:
+    from kagglekit.tasks.segmentation.task import SegmentationTask
+    return SegmentationTask(cfg)
+
+
+TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation}

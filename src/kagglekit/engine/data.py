@@ -1,0 +1,48 @@
+"""Data loaders whose randomness is a pure function of (seed, epoch, worker): resume is exact."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from kagglekit.engine import distributed as dist_utils
+
+
+def reseed_dataset(dataset: Any, seed: int) -> None:
+    """Seed an albumentations pipeline (its own RNG, not NumPy's global one) if the dataset has one."""
+    transform = getattr(dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32  # derived by torch from the loader's generator + worker id
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        reseed_dataset(info.dataset, seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, epoch: int,
+                num_workers: int = 0, drop_last: bool | None = None) -> DataLoader:
+    """Train loaders shuffle with a permutation seeded by ``(seed, epoch)`` (resume-exact); under
+    torchrun each rank takes its interleaved shard of that same permutation."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    reseed_dataset(dataset, seed * 7_919 + epoch)
+    if train:
+        # The same seeded permutation whatever the world size (rank r takes every world-th index),
+        # so 1 process with batch B sees exactly the samples of N processes with batch B/N.
+        sampler = DistributedSampler(dataset, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
+                                     shuffle=True, seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=train if drop_last is None else drop_last, generator=generator,
+                      worker_init_fn=_worker_init, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)

@@ -1,0 +1,294 @@
+"""The one training loop, for every task.
+
+The loop knows nothing about tasks: a model maps a batch dict to an output dict holding ``loss``
+(and task outputs such as ``logits``); an evaluator accumulates outputs over the validation set
+and returns named metrics. AMP, channels_last and DDP are null objects on CPU
+(``autocast(enabled=False)``, ``GradScaler(enabled=False)``, no wrapper), so there is no CPU branch.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from kagglekit.engine import distributed as dist_utils
+from kagglekit.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from kagglekit.engine.data import make_loader
+from kagglekit.engine.ema import ModelEma
+from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
+from kagglekit.io import save_csv
+
+log = logging.getLogger("kagglekit.fit")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/inf; the message names the step; earlier checkpoints are untouched."""
+
+
+class Evaluator(Protocol):
+    def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> None: ...
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    grad_clip: float = 0.0
+    accum_steps: int = 1
+    amp: str = "auto"
+    channels_last: bool = True
+    ema_decay: float = 0.0
+    ema_warmup: bool = True
+    eval_ema: bool = True
+    monitor: str = "valid_loss"
+    monitor_mode: str = "min"
+    early_stopping_patience: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    max_steps_per_epoch: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_epoch: int
+    history: pd.DataFrame
+    eval_model: nn.Module
+    stopped_early: bool
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """AMP belongs to CUDA: fp16 (with GradScaler) or bf16; on CPU always None (bf16 is emulated
+    there and ~5x slower)."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+class Trainer:
+    """Holds the mutable training state; everything in it is saved by :meth:`state_dict`."""
+
+    def __init__(self, model: nn.Module, settings: FitSettings, steps_per_epoch: int) -> None:
+        self.s = settings
+        self.device = dist_utils.local_device(settings.device)
+        self.channels_last = settings.channels_last and self.device.type == "cuda"
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ddp_model = dist_utils.wrap(model, self.device)
+        self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, settings.optimizer)
+        total = settings.epochs * steps_per_epoch
+        self.schedule = LrSchedule(settings.scheduler, settings.lr, total,
+                                   warmup_steps=int(round(settings.warmup_epochs * steps_per_epoch)),
+                                   min_lr=settings.min_lr,
+                                   plateau=Plateau(settings.plateau_patience, settings.plateau_factor, settings.monitor_mode))
+        self.dtype = amp_dtype(settings.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.ema = ModelEma(model, settings.ema_decay, settings.ema_warmup) if settings.ema_decay > 0 else None
+        self.step = 0
+        self.epoch = 0
+        self.best_score: float | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if (self.ema is not None and self.s.eval_ema) else self.model
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "plateau": self.schedule.plateau.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": self.step, "epoch": self.epoch, "best_score": self.best_score,
+            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "history": self.history, "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.plateau.load_state_dict(state["plateau"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        for key in ("step", "epoch", "best_score", "best_epoch", "bad_epochs", "history"):
+            setattr(self, key, state[key])
+        restore_rng(state["rng"])
+
+    def train_step(self, batch: dict[str, Any], micro: int, n_micro: int) -> float:
+        """One micro-batch; the optimiser steps every ``accum_steps`` micro-batches (and at the end)."""
+        with self.autocast():
+            out = self.ddp_model(to_device(batch, self.device, self.channels_last))
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
+                "stopped before writing anything, the last good checkpoint is kept. "
+                "Try a lower lr, grad_clip, or amp=bf16/none.")
+        self.scaler.scale(loss / self.s.accum_steps).backward()
+        if (micro + 1) % self.s.accum_steps == 0 or micro + 1 == n_micro:
+            self._optimizer_step()
+        return float(loss.detach())
+
+    def _optimizer_step(self) -> None:
+        self.schedule.apply(self.optimizer, self.step)
+        if self.s.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+
+    def improved(self, score: float) -> bool:
+        if self.best_score is None or math.isnan(self.best_score):
+            return not math.isnan(score)
+        return score > self.best_score if self.s.monitor_mode == "max" else score < self.best_score
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, evaluator: Evaluator, device: torch.device,
+             channels_last: bool, autocast: Callable[[], Any]) -> dict[str, float]:
+    """Run ``model`` over ``loader``; ``valid_loss`` is the mean of the batches' ``loss``."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main()):
+        batch = to_device(batch, device, channels_last)
+        with autocast():
+            out = model(batch)
+        n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
+        if "loss" in out:
+            total += float(out["loss"]) * n
+            count += n
+        evaluator.update({k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                          for k, v in out.items()}, batch)
+    metrics = evaluator.compute()
+    if count:
+        metrics = {"valid_loss": total / count, **metrics}
+    return metrics
+
+
+def _train_epoch(trainer: Trainer, dataset: Dataset) -> float:
+    s = trainer.s
+    per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
+    loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.epoch,
+                         num_workers=s.num_workers)
+    n_micro = len(loader) if s.max_steps_per_epoch <= 0 else min(len(loader), s.max_steps_per_epoch * s.accum_steps)
+    trainer.ddp_model.train()
+    total = 0.0
+    bar = tqdm(total=n_micro, desc=f"epoch {trainer.epoch + 1}/{s.epochs}", leave=False,
+               disable=not dist_utils.is_main())
+    for micro, batch in enumerate(loader):
+        if micro >= n_micro:
+            break
+        total += trainer.train_step(batch, micro, n_micro)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / (micro + 1):.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
+    bar.close()
+    return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
+
+
+def steps_per_epoch(n_train: int, settings: FitSettings) -> int:
+    per_rank_batch = max(1, settings.batch_size // dist_utils.world_size())
+    micro = max(1, n_train // per_rank_batch // dist_utils.world_size())
+    if settings.max_steps_per_epoch > 0:
+        micro = min(micro, settings.max_steps_per_epoch * settings.accum_steps)
+    return max(1, math.ceil(micro / settings.accum_steps))
+
+
+def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: Callable[[], Evaluator],
+        settings: FitSettings, ckpt_dir: Path, history_path: Path, resume: bool = False) -> FitResult:
+    """Train for ``settings.epochs``; writes ``ckpt_dir/{last,best}.pt`` and ``history_path`` each
+    epoch (atomically). ``best.pt`` holds the weights that were evaluated (EMA when enabled)."""
+    trainer = Trainer(model, settings, steps_per_epoch(len(train_ds), settings))
+    last = ckpt_dir / "last.pt"
+    if resume and last.exists():
+        trainer.load_state_dict(load_checkpoint(last, trainer.device))
+        log.info("resumed from %s at epoch %d, step %d", last, trainer.epoch, trainer.step)
+    stopped = False
+    while trainer.epoch < settings.epochs and not stopped:
+        stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path)
+    dist_utils.barrier()
+    best = load_checkpoint(ckpt_dir / "best.pt", trainer.device)
+    trainer.eval_model.load_state_dict(best["model"])
+    return FitResult(trainer.best_score, trainer.best_epoch, pd.DataFrame(trainer.history),
+                     trainer.eval_model, stopped)
+
+
+def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_evaluator, ckpt_dir: Path,
+               history_path: Path) -> bool:
+    s = trainer.s
+    t0 = time.perf_counter()
+    train_loss = _train_epoch(trainer, train_ds)
+    valid_loader = make_loader(valid_ds, s.batch_size, train=False, seed=s.seed, epoch=0, num_workers=s.num_workers)
+    metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.device,
+                       trainer.channels_last, trainer.autocast)
+    if s.monitor not in metrics:
+        raise KeyError(f"monitor {s.monitor!r} not among validation metrics {sorted(metrics)}; set monitor=<one of them>")
+    score = metrics[s.monitor]
+    trainer.schedule.end_of_epoch(score)
+    row = {"epoch": trainer.epoch + 1, "train_loss": train_loss, **metrics,
+           "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+    trainer.history.append(row)
+    improved = trainer.improved(score)
+    if improved:
+        trainer.best_score, trainer.best_epoch, trainer.bad_epochs = score, trainer.epoch + 1, 0
+    else:
+        trainer.bad_epochs += 1
+    trainer.epoch += 1
+    stop = 0 < s.early_stopping_patience <= trainer.bad_epochs
+    if dist_utils.is_main():
+        _write_epoch_outputs(trainer, improved, ckpt_dir, history_path)
+        log.info("epoch %d  %s", row["epoch"], "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+    dist_utils.barrier()
+    return stop
+
+
+def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, history_path: Path) -> None:
+    """Order matters for crash safety: best first, then history, then last (the resume point)."""
+    if improved:
+        save_checkpoint(ckpt_dir / "best.pt", {"model": trainer.eval_model.state_dict(),
+                                                "epoch": trainer.epoch, "score": trainer.best_score})
+    save_csv(history_path, pd.DataFrame(trainer.history))
+    save_checkpoint(ckpt_dir / "last.pt", trainer.state_dict())

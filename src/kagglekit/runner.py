@@ -1,0 +1,99 @@
+"""The edge between configs and the library: builds the task, guards the output folder, maps the
+config to :class:`FitSettings`, and writes the per-fold artefacts (config snapshot, history,
+checkpoints, metrics, report)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+from torch import nn
+from torch.utils.data import Dataset
+
+from kagglekit import paths
+from kagglekit.config import ConfigError, ExperimentConfig, config_hash, save_config
+from kagglekit.engine import distributed as dist_utils
+from kagglekit.engine.fit import Evaluator, FitSettings, fit
+from kagglekit.engine.seed import seed_everything
+from kagglekit.io import load_json, save_json
+
+log = logging.getLogger("kagglekit")
+
+
+class Task(Protocol):
+    """What the engine needs from a task; it never branches on which task it is."""
+
+    def fold_datasets(self, fold: int) -> tuple[Dataset, Dataset]: ...
+    def build_model(self) -> nn.Module: ...
+    def make_evaluator(self) -> Evaluator: ...
+    def finalize(self, model: nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]: ...
+    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None: ...
+    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None: ...
+
+
+def build_task(cfg: ExperimentConfig) -> Task:
+    from kagglekit.tasks import TASKS  # late import: tasks import heavy libraries
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task {cfg.task!r} unknown; use one of {sorted(TASKS)}")
+    return TASKS[cfg.task](cfg)
+
+
+def exp_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.output_dir or paths.output_root()) / cfg.name
+
+
+def fit_settings(cfg: ExperimentConfig) -> FitSettings:
+    names = {f.name for f in dataclasses.fields(FitSettings)}
+    return FitSettings(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to touch an existing fold output unless --resume (same config) or --overwrite."""
+    exists = (fold_dir / "config.json").exists() or (fold_dir / "checkpoints").exists()
+    if not exists:
+        return
+    if overwrite:
+        if dist_utils.is_main():
+            log.warning("--overwrite: removing %s", fold_dir)
+            shutil.rmtree(fold_dir)
+        dist_utils.barrier()
+        return
+    if not resume:
+        raise FileExistsError(f"{fold_dir} already exists; pass --resume to continue it or --overwrite to start again")
+    saved = load_json(fold_dir / "config.json").get("config_hash") if (fold_dir / "config.json").exists() else None
+    if saved is not None and saved != config_hash(cfg):
+        raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config; "
+                          "resume with the same settings or use --overwrite")
+
+
+def run_fold(cfg: ExperimentConfig, fold: int, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    if not 0 <= fold < cfg.n_folds:
+        raise ConfigError(f"--fold {fold} but n_folds={cfg.n_folds} (valid: 0..{cfg.n_folds - 1} or all)")
+    dist_utils.init_from_env()
+    seed_everything(cfg.seed + fold, cfg.deterministic)
+    task = build_task(cfg)
+    fold_dir = exp_dir(cfg) / f"fold{fold}"
+    guard_fold_dir(fold_dir, cfg, resume, overwrite)
+    if dist_utils.is_main():
+        save_config(cfg, fold_dir / "config.json")
+    train_ds, valid_ds = task.fold_datasets(fold)
+    result = fit(task.build_model(), train_ds, valid_ds, task.make_evaluator, fit_settings(cfg),
+                 fold_dir / "checkpoints", fold_dir / "history.csv", resume=resume)
+    metrics: dict[str, Any] = {"experiment": cfg.name, "fold": fold, "best_epoch": result.best_epoch,
+                               f"best_{cfg.monitor}": result.best_score, "stopped_early": result.stopped_early}
+    if dist_utils.is_main():
+        metrics.update(task.finalize(result.eval_model, fold, fold_dir))
+        save_json(fold_dir / "metrics.json", metrics)
+        task.report_fold(fold_dir, result.history, metrics)
+    dist_utils.barrier()
+    return metrics
+
+
+def finish_experiment(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """After the last fold: experiment-level OOF metrics, submission and report (main rank only)."""
+    if not dist_utils.is_main():
+        return None
+    return build_task(cfg).finish_experiment(exp_dir(cfg))

@@ -1,0 +1,55 @@
+"""Configuration of the segmentation task (the exp093 family's knobs, seed 003 defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from kagglekit.config import ExperimentConfig
+
+SEED_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
+WIDE_TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)  # includes the seed's 0.7..1.0
+
+
+@dataclass(frozen=True)
+class SegmentationConfig(ExperimentConfig):
+    task: str = "segmentation"
+    comp: str = "nyuv2"
+    num_classes: int = 13
+    arch: str = "fpn"  # fpn | deeplabv3plus | unet
+    encoder: str = "tu-convnext_base"
+    pretrained_path: str = ""  # local weights file; empty = random init (logged)
+    use_depth_input: bool = False  # RGB + inverse depth as a 4th channel (exp093_5)
+    depth_aux: bool = True  # depth head trained with depth_loss_weight · L1
+    depth_loss_weight: float = 0.1
+    boundary_weight: float = 1.0  # 2.0 = boundary-aware CE (exp093_4)
+    class_weights: tuple[float, ...] = ()  # one per class, empty = uniform
+    input_h: int = 720
+    input_w: int = 960
+    crop_h: int = 576
+    crop_w: int = 768
+    scale_min: float = -0.25
+    scale_max: float = 0.25
+    hflip_p: float = 0.5
+    infer_h: int = 720
+    infer_w: int = 960
+    valid_batch_size: int = 4
+    tta_scales: tuple[float, ...] = SEED_TTA_SCALES
+    tta_flip: bool = True
+    tta_average: str = "prob"  # prob | logit
+    temperatures: tuple[float, ...] = WIDE_TEMPERATURES
+    oof_scale: float = 0.5
+    oof_dtype: str = "uint8"  # uint8 | float16
+    predict_test: bool = True
+    demo_train: int = 60
+    demo_test: int = 16
+    monitor: str = "valid_miou"
+    monitor_mode: str = "max"
+
+    def demo(self) -> "SegmentationConfig":
+        """Tiny ConvNeXt on generated 96×128 rooms; everything else (loss, heads, TTA, OOF) as configured."""
+        return replace(
+            self, data_dir="input/nyuv2_demo", output_dir="output/demo", submissions_dir="submissions/demo",
+            encoder="tu-convnext_atto", pretrained_path="", input_h=96, input_w=128, crop_h=96, crop_w=128,
+            scale_min=-0.1, scale_max=0.25, infer_h=96, infer_w=128, epochs=12, batch_size=8, lr=2e-3,
+            warmup_epochs=1.0, ema_decay=0.9, valid_batch_size=8, num_workers=0,
+            tta_scales=tuple(s for s in self.tta_scales if 0.75 <= s <= 1.25) or (1.0,),
+        )
