@@ -1,0 +1,87 @@
+"""The prediction store: atomic commit, quantisation, merge in folds.csv order, alignment errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kagglekit.oof import Manifest, OOFError, PredictionWriter, dequantise, iter_test_mean, merged_oof, quantise, read_predictions
+
+
+def manifest(fold: int, n: int, kind: str = "oof") -> Manifest:
+    return Manifest("exp", fold, kind, ["a", "b", "c"], 0.5, "uint8", [n, 3, 4, 5], [8, 10])
+
+
+def random_probs(rng, n):
+    logits = rng.normal(size=(n, 3, 4, 5))
+    e = np.exp(logits)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def write_fold(directory, fold, ids, probs, targets=None, kind="oof"):
+    w = PredictionWriter(directory, manifest(fold, len(ids), kind), with_targets=targets is not None)
+    for s in range(0, len(ids), 2):  # several chunks
+        w.write(ids[s:s + 2], probs[s:s + 2], None if targets is None else targets[s:s + 2])
+    return w.commit()
+
+
+def test_quantise_error_bound():
+    p = np.random.default_rng(0).random((100, 3)).astype(np.float32)
+    assert np.abs(dequantise(quantise(p, "uint8")) - p).max() <= 0.5 / 255 + 1e-7
+    assert quantise(p, "float16").dtype == np.float16
+    with pytest.raises(OOFError, match="dtype"):
+        quantise(p, "int4")
+
+
+def test_writer_commits_and_abort_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = ["x1", "x2", "x3"]
+    probs, targets = random_probs(rng, 3), rng.integers(0, 3, (3, 4, 5)).astype(np.uint8)
+    write_fold(tmp_path / "f0", 0, ids, probs, targets)
+    stored = read_predictions(tmp_path / "f0")
+    assert stored.ids == ids and isinstance(stored.probs, np.memmap)
+    np.testing.assert_array_equal(stored.probs, quantise(probs, "uint8"))
+    np.testing.assert_array_equal(stored.targets, targets)
+    w = PredictionWriter(tmp_path / "f1", manifest(1, 3), with_targets=False)
+    w.write(ids[:1], probs[:1])
+    with pytest.raises(OOFError, match="1 rows written, 3 declared"):
+        w.commit()
+    w.abort()
+    assert not any((tmp_path / "f1").glob("*probs*"))
+    with pytest.raises(OOFError, match="manifest"):
+        read_predictions(tmp_path / "f1")
+
+
+def test_merged_oof_follows_folds_order_and_is_cached(tmp_path):
+    rng = np.random.default_rng(1)
+    exp = tmp_path / "exp"
+    order = [f"id{i}" for i in range(7)]
+    fold_of = [0, 1, 0, 1, 1, 0, 0]
+    probs = random_probs(rng, 7)
+    targets = rng.integers(0, 3, (7, 4, 5)).astype(np.uint8)
+    for k in (0, 1):
+        rows = [i for i, f in enumerate(fold_of) if f == k][::-1]  # fold files in a different order
+        write_fold(exp / f"fold{k}" / "oof", k, [order[i] for i in rows], probs[rows], targets[rows])
+    merged = merged_oof(exp, order, 2, chunk=3)
+    assert merged.ids == order
+    np.testing.assert_array_equal(merged.probs, quantise(probs, "uint8"))
+    np.testing.assert_array_equal(merged.targets, targets)
+    mtime = (exp / "oof_merged" / "probs.npy").stat().st_mtime_ns
+    merged_oof(exp, order, 2)
+    assert (exp / "oof_merged" / "probs.npy").stat().st_mtime_ns == mtime
+    with pytest.raises(OOFError, match="no OOF row"):
+        merged_oof(exp, order + ["ghost"], 2)
+    with pytest.raises(OOFError, match=r"folds \[2\].*--fold 2"):
+        merged_oof(exp, order, 3)
+
+
+def test_test_mean_over_folds(tmp_path):
+    rng = np.random.default_rng(2)
+    ids = ["t0", "t1", "t2"]
+    folds = [random_probs(rng, 3) for _ in range(3)]
+    for k, p in enumerate(folds):
+        write_fold(tmp_path / f"fold{k}" / "test", k, ids, p, kind="test")
+    chunks = list(iter_test_mean(tmp_path, 3, chunk=2))
+    assert [c[0] for c in chunks] == [["t0", "t1"], ["t2"]]
+    got = np.concatenate([c[1] for c in chunks])
+    expected = np.mean([dequantise(quantise(p, "uint8")) for p in folds], axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
