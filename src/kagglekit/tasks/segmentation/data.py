@@ -1,0 +1,275 @@
+"""NYUv2 13-class RGB-D segmentation data: readers, validation, dataset and transforms.
+
+On-disk layout (written by :mod:`kagglekit.demo.nyuv2` and :mod:`kagglekit.tasks.segmentation.convert`)::
+
+    <root>/{train,test}/image/<id>.png   RGB uint8 (H, W, 3)
+    <root>/{train,test}/depth/<id>.png   16-bit greyscale, millimetres, 0 = missing
+    <root>/{train,test}/label/<id>.png   8-bit greyscale, 0 = void, 1..13 = NYUV2_CLASSES
+    <root>/train.csv, <root>/test.csv     column ``id`` (zero-padded strings such as ``0001``)
+
+Label conventions: on disk 0 = void and k = class k (``nyuv2_labels13/classes.txt``); the model
+sees ``k - 1`` (0..12) and ``IGNORE_INDEX`` for void (:func:`label_to_target`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# id 1..13 order of nyuv2_labels13/classes.txt (= class13Mapping.mat:classNames).
+NYUV2_CLASSES: list[str] = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects",
+                            "picture", "sofa", "table", "tv", "wall", "window"]
+NUM_CLASSES = len(NYUV2_CLASSES)
+IGNORE_INDEX = 255
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+NEAR_DEPTH_M = 0.5  # Kinect v1 minimum range; inverse_depth maps it to 1
+SPLITS = ("train", "test")
+_FIX_HINT = ("regenerate it (python -m kagglekit.demo.nyuv2 --out <root>) or re-run the converter "
+             "(python -m kagglekit.tasks.segmentation.convert --mat ... --mapping-dir ... --out <root>)")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and says how to fix it."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers
+# ------------------------------------------------------------------------------------------------
+
+
+def _open_png(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image (``load()`` catches truncated files early)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found; {_FIX_HINT}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode {what} PNG ({exc}); the file is corrupt or "
+                        f"truncated, {_FIX_HINT}") from None
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB image as (H, W, 3) uint8. Raises DataError unless the file is an 8-bit RGB image."""
+    img = _open_png(Path(path), "image")
+    if img.mode != "RGB":
+        raise DataError(f"{path}: image must be 8-bit RGB, got PIL mode {img.mode!r}; convert it "
+                        f"with PIL `Image.open(p).convert('RGB').save(p)` or {_FIX_HINT}")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_depth(path: str | Path) -> np.ndarray:
+    """Depth as (H, W) float32 metres (0 = missing) from a 16-bit PNG in millimetres."""
+    img = _open_png(Path(path), "depth")
+    if img.mode not in ("I;16", "I;16B", "I;16L"):
+        raise DataError(f"{path}: depth must be a 16-bit greyscale PNG in millimetres, got PIL mode "
+                        f"{img.mode!r} (8-bit depth loses all precision); {_FIX_HINT}")
+    return np.asarray(img).astype(np.float32) / 1000.0
+
+
+def read_label(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Label map as (H, W) uint8 with values in 0..num_classes (0 = void)."""
+    img = _open_png(Path(path), "label")
+    if img.mode not in ("L", "P"):
+        raise DataError(f"{path}: label must be an 8-bit greyscale PNG (0 = void, 1..{num_classes}), "
+                        f"got PIL mode {img.mode!r}; {_FIX_HINT}")
+    label = np.asarray(img, dtype=np.uint8).copy()
+    bad = np.unique(label[label > num_classes])
+    if bad.size:
+        raise DataError(
+            f"{path}: label values {bad.tolist()} are outside 0..{num_classes} (0 = void, 1..{num_classes} "
+            f"= classes.txt of nyuv2_labels13). Raw NYUv2 ids (894 classes) or 40-class ids must be "
+            f"mapped to 13 classes first: re-run kagglekit.tasks.segmentation.convert, or check "
+            f"whether 255 was written for void (use 0).")
+    return label
+
+
+def read_ids(csv_path: str | Path) -> list[str]:
+    """Ids of a split csv (column ``id``) as strings, keeping the zero padding (``0001``)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: split file not found; {_FIX_HINT}")
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if "id" not in frame.columns:
+        raise DataError(f"{csv_path}: needs a column 'id', found {list(frame.columns)}; {_FIX_HINT}")
+    return frame["id"].tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# Label / depth encodings
+# ------------------------------------------------------------------------------------------------
+
+
+def label_to_target(label: np.ndarray) -> np.ndarray:
+    """On-disk label (H, W) in 0..13 -> model target (H, W) int64: 0 -> IGNORE_INDEX, k -> k-1."""
+    label = np.asarray(label)
+    target = label.astype(np.int64) - 1
+    target[label == 0] = IGNORE_INDEX
+    return target
+
+
+def target_to_label(target: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`label_to_target`: model classes (H, W) 0..12 -> 1..13, IGNORE_INDEX -> 0."""
+    target = np.asarray(target).astype(np.int64)
+    valid = ((target >= 0) & (target < NUM_CLASSES)) | (target == IGNORE_INDEX)
+    if not valid.all():
+        raise ValueError(f"target values must be 0..{NUM_CLASSES - 1} or {IGNORE_INDEX}, found "
+                         f"{np.unique(target[~valid])[:10].tolist()}")
+    return np.where(target == IGNORE_INDEX, 0, target + 1).astype(np.uint8)
+
+
+def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
+    """Input channel from depth (H, W) metres -> (H, W) float32 in [0, 1]: ``NEAR_DEPTH_M / d``
+    clipped to [0, 1]; missing depth (0) -> 0.
+
+    Why inverse depth: it is proportional to disparity, which is what a structured-light sensor
+    measures (Kinect v1), it is bounded (0.5 m -> 1, 5 m -> 0.1) without per-image statistics,
+    it gives near geometry (where depth is accurate) the most resolution, and missing depth = 0
+    reads as "infinitely far / no signal" rather than as a plausible close surface.
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(depth_m > 0, NEAR_DEPTH_M / depth_m, 0.0)
+    return np.clip(inv, 0.0, 1.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transforms
+# ------------------------------------------------------------------------------------------------
+
+# Depth travels through albumentations as an extra *mask* target: it gets the same geometry as
+# image and label, is resized with nearest neighbour (no interpolation across depth edges, no
+# blending of valid depth with 0 = missing) and padded with the mask fill value.
+ADDITIONAL_TARGETS = {"depth": "mask"}
+
+
+def build_train_transform(input_hw: tuple[int, int] = (720, 960), crop_hw: tuple[int, int] = (576, 768),
+                          scale_limit: tuple[float, float] = (-0.25, 0.25), hflip_p: float = 0.5) -> A.Compose:
+    """Resize to ``input_hw``, random scale by 1 + U(scale_limit), pad to at least ``crop_hw``
+    (image 0, mask IGNORE_INDEX), random crop ``crop_hw``, horizontal flip. Masks: nearest."""
+    h, w = crop_hw
+    return A.Compose([
+        A.Resize(*input_hw, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        A.RandomScale(scale_limit=scale_limit, interpolation=cv2.INTER_LINEAR,
+                      mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                      fill_mask=IGNORE_INDEX),
+        A.RandomCrop(height=h, width=w),
+        A.HorizontalFlip(p=hflip_p),
+    ], additional_targets=ADDITIONAL_TARGETS)
+
+
+def build_valid_transform(input_hw: tuple[int, int] = (720, 960)) -> A.Compose:
+    """Resize only (image linear, masks and depth nearest)."""
+    return A.Compose([A.Resize(*input_hw, interpolation=cv2.INTER_LINEAR,
+                               mask_interpolation=cv2.INTER_NEAREST)],
+                     additional_targets=ADDITIONAL_TARGETS)
+
+
+def _apply_transform(transform: A.Compose | None, image: np.ndarray, depth_m: np.ndarray,
+                     label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Run ``transform`` on image (H, W, 3), depth (H, W) metres and target (H, W) together.
+
+    albumentations pads every mask-type target with the same ``fill_mask`` (IGNORE_INDEX), so
+    depth travels *negated* (valid depth <= 0): any value > 0 afterwards is padding and becomes
+    0 = missing, whatever the fill value.
+    """
+    if transform is None:
+        return image, depth_m, label
+    kwargs = {"image": image, "depth": -depth_m}
+    if label is not None:
+        kwargs["mask"] = label
+    out = transform(**kwargs)
+    depth = -np.asarray(out["depth"], dtype=np.float32)
+    depth[depth < 0] = 0.0  # padding -> missing
+    return out["image"], depth, (out["mask"] if label is not None else None)
+
+
+class NYUv2Dataset(torch.utils.data.Dataset):
+    """NYUv2-style RGB-D segmentation frames of ``<root>/<split>/{image,depth,label}/<id>.png``.
+
+    Each item is a dict:
+      - ``image``: float32 (C, H, W), RGB normalised with ImageNet mean/std; C = 4 with
+        ``use_depth_input`` (4th channel = :func:`inverse_depth` of the transformed depth);
+      - ``depth``: float32 (1, H, W) metres, 0 = missing (target of an auxiliary depth head);
+      - ``mask``: int64 (H, W), classes 0..12 and IGNORE_INDEX for void/padding (only with labels);
+      - ``id``: str; ``orig_size``: int64 (2,) = (H0, W0) of the file before the transform.
+    The transform must be geometry-only (built with ``additional_targets={'depth': 'mask'}``);
+    normalisation happens here, after it.
+    """
+
+    def __init__(self, root: str | Path, ids: Sequence[str], split: str = "train",
+                 transform: A.Compose | None = None, use_depth_input: bool = False,
+                 with_labels: bool = True) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root, self.split, self.ids = Path(root), split, [str(i) for i in ids]
+        self.transform, self.use_depth_input, self.with_labels = transform, use_depth_input, with_labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def path(self, kind: str, frame_id: str) -> Path:
+        """``<root>/<split>/<kind>/<id>.png`` for kind in image, depth, label."""
+        return self.root / self.split / kind / f"{frame_id}.png"
+
+    def _load(self, frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        image = read_image(self.path("image", frame_id))
+        depth = read_depth(self.path("depth", frame_id))
+        label = read_label(self.path("label", frame_id)) if self.with_labels else None
+        shapes = {"image": image.shape[:2], "depth": depth.shape}
+        if label is not None:
+            shapes["label"] = label.shape
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{self.root / self.split}/*/{frame_id}.png: image, depth and label sizes "
+                            f"differ {shapes}; {_FIX_HINT}")
+        return image, depth, label
+
+    def __getitem__(self, index: int) -> dict:
+        frame_id = self.ids[index]
+        image, depth, label = self._load(frame_id)
+        orig_size = torch.tensor(image.shape[:2], dtype=torch.int64)
+        target = label_to_target(label).astype(np.uint8) if label is not None else None  # 255 fits
+        image, depth, target = _apply_transform(self.transform, image, depth, target)
+        rgb = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        channels = [rgb.transpose(2, 0, 1)]
+        if self.use_depth_input:
+            channels.append(inverse_depth(depth)[None])
+        item = {"image": torch.from_numpy(np.ascontiguousarray(np.concatenate(channels, 0))),
+                "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None]),
+                "id": frame_id, "orig_size": orig_size}
+        if target is not None:
+            item["mask"] = torch.from_numpy(np.asarray(target).astype(np.int64))
+        return item
+
+
+def check_dataset(root: str | Path, split: str = "train", with_labels: bool | None = None) -> list[str]:
+    """Ids of ``<root>/<split>.csv`` after checking every image/depth(/label) file exists.
+
+    Labels are required for train; for test only when ``with_labels`` is True (default: labels
+    are checked for train only, since a real competition's test split has none). All missing
+    files are named in one DataError.
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    ids = read_ids(root / f"{split}.csv")
+    if not ids:
+        raise DataError(f"{root / f'{split}.csv'}: lists no ids; {_FIX_HINT}")
+    kinds = ["image", "depth"] + (["label"] if (split == "train" if with_labels is None else with_labels) else [])
+    missing = [str(root / split / k / f"{i}.png") for i in ids for k in kinds
+               if not (root / split / k / f"{i}.png").is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:50]) + (f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else "")
+        raise DataError(f"{root}: {len(missing)} file(s) listed by {split}.csv are missing:\n  {shown}\n"
+                        f"Fix: {_FIX_HINT}")
+    return ids
