@@ -110,8 +110,8 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     out = root / "ensemble" / cfg.name
     prepare_out_dir(out, overwrite)
     configs = [member_config(root, m) for m in cfg.members]
-    sources = [repredict_member(cfg, c, root / c.name, out / "members" / c.name) if cfg.tta_scales else root / c.name
-               for c in configs]
+    sources = [repredict_member(cfg, c, root / m, out / "members" / m) if cfg.tta_scales else root / m
+               for m, c in zip(cfg.members, configs)]
     task = build_task(configs[0])
     order = task.folds()["id"].astype(str).tolist()
     stores = [merged_oof(src, order, c.n_folds) for src, c in zip(sources, configs)]
@@ -132,6 +132,7 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
         write_segmentation_submission(blended_test_chunks(sources, result.weights, configs[0].n_folds),
                                       tuple(stores[0].manifest.orig_hw), task.root / "sample_submission.csv", sub)
         summary["submission"] = str(sub)
+    summary["reports"] = [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]
     save_json(out / "weights.json", summary)
     write_ensemble_report(out, summary)
     return summary

@@ -19,6 +19,9 @@ def print_summary(summary: dict) -> None:
     print(f"  blend  {'':<20s} OOF mIoU {summary['blend_oof_miou']:.4f}")
     if "submission" in summary:
         print(f"  submission (validated): {summary['submission']}")
+    print("  reports:")
+    for path in summary.get("reports", []):
+        print(f"    {path}")
 
 
 def run(cfg: EnsembleConfig, *, demo: bool = False, overwrite: bool = False) -> int:

@@ -32,7 +32,7 @@ def write_segmentation_submission(chunks: Iterable[tuple[list[str], np.ndarray]]
                                   sample_csv: Path, out_path: Path) -> Path:
     """Validate against ``sample_csv`` and write atomically (nothing is written if invalid)."""
     pairs = list(upsampled_labels(chunks, orig_hw))
-    frame = nyu.nyuv2_submission([i for i, _ in pairs], [lab for _, lab in pairs])
+    frame = nyu.nyuv2_submission([i for i, _ in pairs], [lab for _, lab in pairs], shape=tuple(orig_hw))
     return write_submission(frame, out_path, sample_csv, image_shape=tuple(orig_hw), overwrite=True)
 
 
