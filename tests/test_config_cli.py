@@ -72,7 +72,7 @@ def test_ensemble_experiment_matches_seed():
 
 def test_cli_demo_then_overrides():
     cfg, args = resolve_config(SegmentationConfig(name="x"), ["--demo", "--set", "epochs=3", "--fold", "1"])
-    assert cfg.epochs == 3 and cfg.encoder == "tu-convnext_atto" and args.fold == "1"
+    assert cfg.epochs == 3 and cfg.encoder == "tu-resnet18" and args.fold == "1"
 
 
 def test_parse_folds():

@@ -56,7 +56,7 @@ def test_fold_artefacts(in_workdir):
                  "test/probs.npy", "test/manifest.json"):
         assert (fold / name).exists(), name
     config = json.loads((fold / "config.json").read_text())
-    assert config["epochs"] == 2 and config["use_depth_input"] is True and config["encoder"] == "tu-convnext_atto"
+    assert config["epochs"] == 2 and config["use_depth_input"] is True and config["encoder"] == "tu-resnet18"
     hist = pd.read_csv(fold / "history.csv")
     assert list(hist.columns[:5]) == ["epoch", "train_loss", "valid_loss", "valid_miou", "valid_pixel_acc"]
     manifest = json.loads((fold / "oof/manifest.json").read_text())

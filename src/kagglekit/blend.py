@@ -102,6 +102,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]:
     from kagglekit.runner import build_task
     from kagglekit.tasks.segmentation.finish import write_segmentation_submission
+    from kagglekit.tasks.segmentation.task import majority_class_miou
     if len(cfg.members) < 2:
         raise ConfigError("an ensemble needs at least two members (--exps A B ...)")
     if cfg.method not in ("slsqp", "greedy"):
@@ -125,6 +126,7 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     summary = {"name": cfg.name, "members": list(cfg.members), "weights": [float(w) for w in result.weights],
                "member_oof_miou": dict(zip(cfg.members, map(float, result.member_scores))),
                "blend_oof_miou": float(result.score), "method": cfg.method,
+               "chance_miou": majority_class_miou(objective.confusion(result.weights)),
                "objective_evaluations": int(objective.n_evals), "search_history": [float(h) for h in result.history],
                "tta_scales": list(cfg.tta_scales), "config": dataclasses.asdict(cfg)}
     if all(c.predict_test for c in configs):
@@ -143,7 +145,7 @@ def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
     from kagglekit.report.markdown import markdown_kv, markdown_table
     rows = [{"Member": m, "Weight": w, "OOF mIoU": summary["member_oof_miou"][m]}
             for m, w in zip(summary["members"], summary["weights"])]
-    rows.append({"Member": "**blend**", "Weight": sum(summary["weights"]), "OOF mIoU": summary["blend_oof_miou"]})
+    rows.append({"Member": "blend", "Weight": sum(summary["weights"]), "OOF mIoU": summary["blend_oof_miou"]})
     text = "\n\n".join([
         f"# {summary['name']} Ensemble Report",
         "## Ensemble Configuration\n" + markdown_kv({

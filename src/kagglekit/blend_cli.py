@@ -17,6 +17,7 @@ def print_summary(summary: dict) -> None:
     for member, score in summary["member_oof_miou"].items():
         print(f"  member {member:<20s} OOF mIoU {score:.4f}  weight {summary['weights'][summary['members'].index(member)]:.3f}")
     print(f"  blend  {'':<20s} OOF mIoU {summary['blend_oof_miou']:.4f}")
+    print(f"  chance {'(majority class)':<20s} OOF mIoU {summary['chance_miou']:.4f}")
     if "submission" in summary:
         print(f"  submission (validated): {summary['submission']}")
     print("  reports:")

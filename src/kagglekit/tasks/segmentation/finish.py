@@ -62,7 +62,7 @@ def finish_experiment(task, exp_dir: Path) -> dict[str, Any]:
                                       task.root / "sample_submission.csv", out)
         summary["submission"] = str(out)
     save_json(exp_dir / "metrics.json", summary)
-    rows = [{"Fold": f["fold"], "Best Epoch": f["best_epoch"], "OOF mIoU": f["oof_miou"], "Best T": f["best_temperature"],
+    rows = [{"Fold": f["fold"], "Best Epoch": f["best_epoch"], "OOF mIoU": f["oof_miou"], "Best T": f"{f['best_temperature']:g}",
              "Pixel Acc": f["oof_pixel_acc"]} for f in folds]
     write_experiment_report(cfg, exp_dir, summary, rows, summed[best_t])
-    return {k: summary[k] for k in ("oof_miou", "best_temperature") } | {"report": str(exp_dir / "report.md")}
+    return {k: summary[k] for k in ("oof_miou", "chance_miou", "best_temperature")} | {"report": str(exp_dir / "report.md")}

@@ -46,6 +46,7 @@ def configuration_lines(cfg: SegmentationConfig) -> dict[str, Any]:
 def temperature_section(table: list[dict[str, Any]], best_t: float) -> str:
     frame = pd.DataFrame(table)[["temperature", "miou"]].rename(columns={"temperature": "Temperature", "miou": "mIoU"})
     bold = int(np.argmin(np.abs(frame["Temperature"].to_numpy() - best_t)))
+    frame["Temperature"] = [f"{t:g}" for t in frame["Temperature"]]
     return "### TTA Performance (OOF)\n" + markdown_table(frame, bold_row=bold, float_fmt="{:.4f}")
 
 
@@ -70,6 +71,7 @@ def write_fold_report(cfg: SegmentationConfig, fold_dir: Path, history: pd.DataF
                  metric_cols=("valid_miou", "valid_pixel_acc"))
     plot_per_class_bars(names, values, fold_dir / "per_class_iou.png", title=f"{cfg.name} fold {metrics['fold']}: per-class IoU", ylabel="IoU")
     summary = {"OOF mIoU (Best T)": f"**{metrics['oof_miou']:.4f}**", "Best Temperature": f"{metrics['best_temperature']:g}",
+               "Chance mIoU (majority class)": f"{metrics['chance_miou']:.4f}",
                "OOF Pixel Acc": f"{metrics['oof_pixel_acc']:.4f}", "Best epoch (per-epoch validation)": metrics["best_epoch"]}
     text = "\n\n".join([
         f"# {cfg.name} fold {metrics['fold']} Report",
@@ -102,6 +104,7 @@ def write_experiment_report(cfg: SegmentationConfig, exp_dir: Path, summary: dic
     plot_per_class_bars(names, values, exp_dir / "per_class_iou.png", title=f"{cfg.name}: OOF per-class IoU", ylabel="IoU")
     plot_confusion(confusion, names, exp_dir / "confusion.png", normalize=True)
     results = {"OOF mIoU (Best T)": f"**{summary['oof_miou']:.4f}**", "Best Temperature": f"{summary['best_temperature']:g}",
+               "Chance mIoU (majority class)": f"{summary['chance_miou']:.4f}",
                "OOF Pixel Acc": f"{summary['oof_pixel_acc']:.4f}", "Folds": len(fold_rows),
                "Submission": f"`{summary['submission']}`" if summary.get("submission") else "not written (predict_test off)"}
     text = "\n\n".join([

@@ -25,6 +25,14 @@ from kagglekit.tta.segmentation import make_views
 log = logging.getLogger("kagglekit.segmentation")
 
 
+def majority_class_miou(matrix: np.ndarray) -> float:
+    """mIoU of predicting the most frequent target class everywhere: the chance level to beat
+    (IoU of that class = its pixel share; every other class present scores 0)."""
+    totals = matrix.sum(1)
+    present = int((totals > 0).sum())
+    return float(totals.max() / max(1, totals.sum()) / max(1, present))
+
+
 class SegmentationEvaluator:
     """Per-epoch validation: streaming confusion of argmax(logits) vs the (resized) mask."""
 
@@ -143,7 +151,7 @@ class SegmentationTask:
     def _confusion_metrics(self, matrix: np.ndarray, table: pd.DataFrame, best_t: float) -> dict[str, Any]:
         miou, per_class = iou_from_confusion(matrix)
         names = D.NYUV2_CLASSES[: self.cfg.num_classes]
-        return {"oof_miou": float(miou), "best_temperature": float(best_t),
+        return {"oof_miou": float(miou), "chance_miou": majority_class_miou(matrix), "best_temperature": float(best_t),
                 "oof_pixel_acc": float(np.trace(matrix) / max(1, matrix.sum())),
                 "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, per_class)},
                 "temperature_table": table.to_dict(orient="records"),
