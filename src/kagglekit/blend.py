@@ -44,11 +44,14 @@ class EnsembleConfig:
 
 def member_config(root: Path, exp: str) -> Any:
     """The resolved config a member was trained with (``output/<exp>/fold0/config.json``)."""
-    from kagglekit.tasks.segmentation.config import SegmentationConfig
+    from kagglekit.tasks import CONFIGS
     path = root / exp / "fold0" / "config.json"
     if not path.exists():
         raise OOFError(f"{path} not found: train the member first (python exp/{exp}.py --fold all)")
-    return from_dict(SegmentationConfig, load_json(path))
+    data = load_json(path)
+    if data.get("task") not in CONFIGS:
+        raise ConfigError(f"{path}: task {data.get('task')!r} unknown; use one of {sorted(CONFIGS)}")
+    return from_dict(CONFIGS[data["task"]](), data)
 
 
 def repredict_member(cfg: EnsembleConfig, member_cfg: Any, src: Path, dst: Path) -> Path:

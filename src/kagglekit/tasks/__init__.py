@@ -9,4 +9,10 @@ def _segmentation(cfg: Any) -> Any:
     return SegmentationTask(cfg)
 
 
+def _segmentation_config() -> type:
+    from kagglekit.tasks.segmentation.config import SegmentationConfig
+    return SegmentationConfig
+
+
 TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation}
+CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config}  # task → config class

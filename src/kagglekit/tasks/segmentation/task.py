@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader
 from kagglekit import paths
 from kagglekit.calibrate import best_temperature, temperature_table
 from kagglekit.cv import fold_ids, get_or_make_folds
+from kagglekit.engine.distributed import local_device
+from kagglekit.engine.fit import amp_dtype
 from kagglekit.metrics.segmentation import ConfusionMatrix, iou_from_confusion
 from kagglekit.oof import Manifest, OOFError, PredictionWriter
 from kagglekit.tasks.segmentation import data as D
@@ -52,8 +54,7 @@ class SegmentationTask:
     def __init__(self, cfg: SegmentationConfig) -> None:
         self.cfg = cfg
         self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
-        self.device = torch.device("cuda" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else
-                                   ("cpu" if cfg.device == "auto" else cfg.device))
+        self.device = local_device(cfg.device)
 
     # ---- data -------------------------------------------------------------------------------
     def prepare_demo(self) -> None:
@@ -104,10 +105,13 @@ class SegmentationTask:
 
     def _forward(self, model: torch.nn.Module):
         model = model.to(self.device).eval()
-        dtype = torch.float16 if self.device.type == "cuda" and self.cfg.amp != "none" else None
+        dtype = amp_dtype(self.cfg.amp, self.device)  # None on CPU: autocast below is then a no-op
+        channels_last = self.cfg.channels_last and self.device.type == "cuda"
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast("cuda", dtype=dtype) if dtype else torch.autocast("cpu", enabled=False):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 return model({"image": x})["logits"]
         return forward
 
