@@ -17,6 +17,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, TypeVar
 
+from kagglekit.engine.settings import FitSettings
 from kagglekit.io import save_json
 
 C = TypeVar("C")
@@ -137,8 +138,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """Fields every task shares (the engine's knobs). Task configs subclass this."""
+class ExperimentConfig(FitSettings):
+    """Fields every task shares: where data and outputs live, folds, and the training loop's
+    settings (inherited from :class:`FitSettings`, defaults here follow the seeds). Task configs
+    subclass this."""
 
     name: str = "experiment"
     task: str = ""
@@ -149,31 +152,13 @@ class ExperimentConfig:
     n_folds: int = 5
     fold_strategy: str = "kfold"
     fold_seed: int = 42
-    seed: int = 42
     deterministic: bool = False
+    seed: int = 42
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    plateau_patience: int = 5
-    plateau_factor: float = 0.5
-    grad_clip: float = 0.0
-    accum_steps: int = 1
-    amp: str = "auto"  # auto (fp16 on CUDA) | fp16 | bf16 | none; never used on CPU
-    channels_last: bool = True  # CUDA only
-    ema_decay: float = 0.0  # 0 disables EMA
-    ema_warmup: bool = True
-    eval_ema: bool = True
-    monitor: str = "valid_loss"
-    monitor_mode: str = "min"
-    early_stopping_patience: int = 0
     num_workers: int = 2
-    max_steps_per_epoch: int = 0  # 0 = full epoch
-    device: str = "auto"
 
     def demo(self) -> "ExperimentConfig":
         """The small CPU configuration used by ``--demo`` (tasks override)."""

@@ -220,11 +220,7 @@ def _place_on_wall(rng: np.random.Generator, scene: Scene, occupied: list[np.nda
         if length < 2 * half_w + 0.1:
             continue
         s = rng.uniform(half_w + 0.05, length - half_w - 0.05)
-        world = _to_world(_copy(parts), *_wall_frame(wall, scene.size, s))
-        rect = _footprint(world)
-        if _fits(rect, occupied, scene.size):
-            occupied.append(rect)
-            scene.boxes.extend(world)
+        if _try_place(_to_world(_copy(parts), *_wall_frame(wall, scene.size, s)), scene, occupied):
             return True
     return False
 
@@ -234,13 +230,19 @@ def _place_free(rng: np.random.Generator, scene: Scene, occupied: list[np.ndarra
     """Put ``parts`` anywhere on the floor beyond ``y_min`` with a random yaw, without overlap."""
     for _ in range(tries):
         x, y = rng.uniform(0.3, scene.size[0] - 0.3), rng.uniform(y_min, scene.size[1] - 0.3)
-        world = _to_world(_copy(parts), x, y, rng.uniform(0, 2 * np.pi))
-        rect = _footprint(world)
-        if _fits(rect, occupied, scene.size):
-            occupied.append(rect)
-            scene.boxes.extend(world)
+        if _try_place(_to_world(_copy(parts), x, y, rng.uniform(0, 2 * np.pi)), scene, occupied):
             return True
     return False
+
+
+def _try_place(world: list[Part], scene: Scene, occupied: list[np.ndarray]) -> bool:
+    """Add ``world`` parts to the scene when their footprint overlaps nothing placed so far."""
+    rect = _footprint(world)
+    if not _fits(rect, occupied, scene.size):
+        return False
+    occupied.append(rect)
+    scene.boxes.extend(world)
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from kagglekit.engine.checkpoint import capture_rng, load_checkpoint, restore_rn
 from kagglekit.engine.data import make_loader
 from kagglekit.engine.ema import ModelEma
 from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
+from kagglekit.engine.settings import FitSettings
 from kagglekit.io import save_csv
 
 log = logging.getLogger("kagglekit.fit")
@@ -38,34 +39,6 @@ class NonFiniteLossError(RuntimeError):
 class Evaluator(Protocol):
     def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> None: ...
     def compute(self) -> dict[str, float]: ...
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    plateau_patience: int = 5
-    plateau_factor: float = 0.5
-    grad_clip: float = 0.0
-    accum_steps: int = 1
-    amp: str = "auto"
-    channels_last: bool = True
-    ema_decay: float = 0.0
-    ema_warmup: bool = True
-    eval_ema: bool = True
-    monitor: str = "valid_loss"
-    monitor_mode: str = "min"
-    early_stopping_patience: int = 0
-    seed: int = 0
-    num_workers: int = 0
-    max_steps_per_epoch: int = 0
-    device: str = "auto"
 
 
 @dataclass

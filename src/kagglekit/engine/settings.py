@@ -1,0 +1,32 @@
+"""The training loop's explicit settings (no torch import: configs extend this class)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int = 1
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | sgd
+    scheduler: str = "cosine"  # cosine | plateau | step | constant
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    grad_clip: float = 0.0  # 0 disables clipping
+    accum_steps: int = 1
+    amp: str = "auto"  # auto (fp16 on CUDA) | fp16 | bf16 | none; never used on CPU
+    channels_last: bool = True  # CUDA only
+    ema_decay: float = 0.0  # 0 disables EMA
+    ema_warmup: bool = True
+    eval_ema: bool = True  # validate (and keep as best.pt) the EMA weights
+    monitor: str = "valid_loss"
+    monitor_mode: str = "min"
+    early_stopping_patience: int = 0  # 0 disables early stopping
+    seed: int = 0
+    num_workers: int = 0
+    max_steps_per_epoch: int = 0  # 0 = full epoch
+    device: str = "auto"
