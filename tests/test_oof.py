@@ -85,3 +85,20 @@ def test_test_mean_over_folds(tmp_path):
     got = np.concatenate([c[1] for c in chunks])
     expected = np.mean([dequantise(quantise(p, "uint8")) for p in folds], axis=0)
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_per_row_predictions_any_rank(tmp_path):
+    """(N, C) stores (classification / per-frame outputs) use the same writer and merge."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=6).astype(np.float32)
+    targets = rng.integers(0, 4, 6).astype(np.uint8)
+    ids = [f"r{i}" for i in range(6)]
+    for k in (0, 1):
+        m = Manifest("exp", k, "oof", list("abcd"), 1.0, "float16", [3, 4], [])
+        w = PredictionWriter(tmp_path / f"fold{k}" / "oof", m, with_targets=True)
+        w.write(ids[3 * k:3 * k + 3], probs[3 * k:3 * k + 3], targets[3 * k:3 * k + 3])
+        w.commit()
+    merged = merged_oof(tmp_path, ids[::-1], 2)
+    assert merged.probs.shape == (6, 4) and merged.targets.shape == (6,)
+    np.testing.assert_allclose(merged.probs, probs[::-1].astype(np.float16))
+    np.testing.assert_array_equal(merged.targets, targets[::-1])

@@ -2,8 +2,9 @@
 
 Layout per experiment and fold (``output/<exp>/fold<k>/``)::
 
-    oof/probs.npy      (N, C, h, w) uint8 (p·255 rounded) or float16 — memory-mappable
-    oof/targets.npy    (N, h, w) uint8 labels at the same scale (255 = ignore), when known
+    oof/probs.npy      (N, C, *S) uint8 (p·255 rounded) or float16 — memory-mappable; S = (h, w)
+                       for segmentation, () for per-row classification or per-frame outputs
+    oof/targets.npy    (N, *S) uint8 labels at the same scale (255 = ignore), when known
     oof/ids.json       the N image ids, row order of the arrays
     oof/manifest.json  experiment, fold, kind, classes, scale, dtype, shape, orig_hw, tta_views,
                        temperature (best T), metric name/value
@@ -104,13 +105,15 @@ class PredictionWriter:
     def __init__(self, directory: Path, manifest: Manifest, with_targets: bool) -> None:
         self.dir = Path(directory)
         self.manifest = manifest
-        n, c, h, w = manifest.shape
-        self.probs = ArrayWriter(self.dir / "probs.npy", (n, c, h, w), DTYPES[manifest.dtype])
-        self.targets = ArrayWriter(self.dir / "targets.npy", (n, h, w), np.uint8) if with_targets else None
+        if manifest.dtype not in DTYPES:
+            raise OOFError(f"oof dtype {manifest.dtype!r} unknown; use one of {sorted(DTYPES)}")
+        n, _, *spatial = manifest.shape
+        self.probs = ArrayWriter(self.dir / "probs.npy", tuple(manifest.shape), DTYPES[manifest.dtype])
+        self.targets = ArrayWriter(self.dir / "targets.npy", (n, *spatial), np.uint8) if with_targets else None
         self.ids: list[str] = []
 
     def write(self, ids: Sequence[str], probs: np.ndarray, targets: np.ndarray | None = None) -> None:
-        """probs (B, C, h, w) float in [0, 1]; targets (B, h, w) uint8 with 255 = ignore."""
+        """probs (B, C, *S) float in [0, 1]; targets (B, *S) uint8 with 255 = ignore."""
         self.probs.write(quantise(probs, self.manifest.dtype))
         if self.targets is not None:
             self.targets.write(targets)
@@ -134,8 +137,8 @@ class PredictionWriter:
 @dataclass
 class StoredPredictions:
     ids: list[str]
-    probs: np.ndarray  # memmap (N, C, h, w)
-    targets: np.ndarray | None  # memmap (N, h, w)
+    probs: np.ndarray  # memmap (N, C, *S)
+    targets: np.ndarray | None  # memmap (N, *S)
     manifest: Manifest
 
 
