@@ -1,0 +1,288 @@
+"""DeepLabCut multi-animal CSV + Caltech Behavior Annotator files -> the MABe-2025 layout (one lab).
+
+Source formats (``shared/data/rat_behavior/README.md``):
+- DLC CSV (optionally gzipped): 4 header rows ``scorer / individuals / bodyparts / coords`` (coords
+  ``x, y, likelihood``), then one row per frame: frame index, then floats; empty cells = missing.
+  The index, not the row number, is the frame (the README's "index starts at 1" files are a pandas
+  multi-header artefact, see ``_read_dlc_wide``; the raw files start at 0).
+- Caltech annotation (CRLF, tab-separated): a "Configuration file:" block of ``name<TAB>hotkey``, then
+  streams ``S1:``, ``S2:``... each a list of ``start end type`` bouts, 1-based INCLUSIVE frames.
+
+Conventions of :func:`import_dlc_caltech`:
+- video_id = the leading integer of the file name (``12DLC_....csv.gz`` and ``12_annot.txt`` pair up).
+- individuals -> mouse_id 1, 2, ... in order of first appearance in the header (individual1 -> 1).
+- Tracking parquet: the MABe columns video_frame, mouse_id, bodypart, x, y (pixels); rows with NaN
+  x or y are dropped (likelihood is not written: the MABe layout has no such column).
+- Annotation frame f (1-based) <-> video_frame f - 1, so a bout [s, e] becomes
+  start_frame = s - 1, stop_frame = e (exclusive). Bouts are clipped to n_frames = last CSV index + 1
+  (some annotations run past the track); bouts empty after clipping are dropped.
+- ``base`` is background: never written. Every other type becomes an action of agent 1 -> target 2.
+- ``streams`` maps each action type to its stream (e.g. ``{"social": "S1", "chase": "S2"}``); default:
+  inferred from the files given (the non-base types seen in each stream). ``behaviors_labeled`` of a
+  video lists every action of the streams present in ITS annotation file, so a file without S2 does not
+  claim S2 actions (absence of a label then means "not annotated", as in MABe).
+- Metadata: 38 columns in the real train.csv order; mouseK_id = K for each individual, fps /
+  pix_per_cm / arena from the arguments, video_duration_sec = n_frames / fps, tracking_method
+  DeepLabCut, unknown fields empty (override any with ``extra_meta``).
+- Writes ``<out>/{split}_tracking/<lab>/<video>.parquet``, ``<out>/{split}_annotation/<lab>/...``
+  and appends to / creates ``<out>/{split}.csv`` (rows of the same lab_id + video_id are replaced).
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kagglekit.io import save_csv, write_bytes
+from kagglekit.tasks.behavior.meta import (
+    ANNOTATION_COLUMNS, META_COLUMNS, TRACKING_COLUMNS, BehaviorDataError, annotation_path,
+    tracking_path,
+)
+
+DLC_LEVELS = ["scorer", "individuals", "bodyparts", "coords"]
+BACKGROUND = "base"
+# Stream vocabulary of the rat data (rat_behavior/README.md, "Annotation format").
+RAT_STREAMS: dict[str, str] = {
+    "social": "S1", "nonsocial": "S1", "aggression": "S1",
+    **{t: "S2" for t in ("lateralthreat", "keepdown", "clinch", "uprightposture", "freezing",
+                         "bite", "chase")},
+}
+_STREAM_HEADER = re.compile(r"^(S\d+):\s+start\s+end\s+type\s*$")
+_LEADING_INT = re.compile(r"^(\d+)")
+
+
+def video_number(path: str | Path) -> int:
+    """Leading integer of a file name: ``12DLC_x.csv.gz`` -> 12."""
+    match = _LEADING_INT.match(Path(path).name)
+    if not match:
+        raise BehaviorDataError(f"{path}: file name must start with the video number (e.g. 12_annot.txt)")
+    return int(match.group(1))
+
+
+def _read_dlc_wide(path: Path) -> pd.DataFrame:
+    """Header rows and data read separately: ``read_csv(header=[0, 1, 2, 3], index_col=0)`` takes an
+    all-empty first data row (``0,,,...``) for the index-name row and silently drops frame 0; that
+    pandas artefact is the README's "files starting at index 1" (the raw files all start at 0)."""
+    try:
+        head = pd.read_csv(path, header=None, nrows=4, dtype=str, keep_default_na=False)
+        data = pd.read_csv(path, header=None, skiprows=4)
+    except (ValueError, IndexError, pd.errors.ParserError) as exc:
+        raise BehaviorDataError(f"{path}: not a DeepLabCut multi-animal CSV ({exc}); expected 4 header "
+                                f"rows {DLC_LEVELS}") from None
+    names = head.iloc[:, 0].tolist()
+    coords = set(head.iloc[3, 1:]) if len(head) == 4 else set()
+    if names != DLC_LEVELS or head.shape[1] != data.shape[1] or not {"x", "y"} <= coords or \
+            not coords <= {"x", "y", "likelihood"}:
+        raise BehaviorDataError(f"{path}: malformed DLC header: first cells {names}, coords "
+                                f"{sorted(coords)}; expected rows {DLC_LEVELS} with coords x, y, "
+                                "likelihood (single-animal files need an 'individuals' row)")
+    index = pd.to_numeric(data.iloc[:, 0], errors="coerce")
+    if index.isna().any() or (index < 0).any() or not index.is_monotonic_increasing or \
+            index.duplicated().any():
+        raise BehaviorDataError(f"{path}: the first column must hold increasing, unique, non-negative "
+                                "integer frame indices")
+    wide = data.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
+    wide.columns = pd.MultiIndex.from_arrays([head.iloc[i, 1:].tolist() for i in range(4)],
+                                             names=DLC_LEVELS)
+    wide.index = index.astype("int64").to_numpy()
+    return wide
+
+
+def _dlc_long(path: Path) -> tuple[pd.DataFrame, int, list[str], int]:
+    """(long frame, n_frames = last index + 1, body parts in header order, number of individuals)."""
+    wide = _read_dlc_wide(path)
+    individuals = list(dict.fromkeys(wide.columns.get_level_values(1)))
+    parts = list(dict.fromkeys(wide.columns.get_level_values(2)))
+    present = {(c[1], c[2]) for c in wide.columns}
+    pieces = []
+    for mouse_id, ind in enumerate(individuals, start=1):
+        for part in parts:
+            if (ind, part) in present:
+                sub = wide.xs((ind, part), axis=1, level=[1, 2])
+                sub.columns = sub.columns.get_level_values(-1)
+                pieces.append(pd.DataFrame({
+                    "video_frame": wide.index, "mouse_id": mouse_id, "bodypart": part,
+                    "x": sub["x"].to_numpy(np.float32), "y": sub["y"].to_numpy(np.float32),
+                    "likelihood": (sub["likelihood"].to_numpy(np.float32) if "likelihood" in sub
+                                   else np.float32(np.nan))}))
+    long = pd.concat(pieces, ignore_index=True)
+    long = long[long["x"].notna() & long["y"].notna()]
+    long = long.sort_values(["video_frame", "mouse_id"], kind="stable").reset_index(drop=True)
+    n_frames = int(wide.index.max()) + 1 if len(wide) else 0
+    return long, n_frames, parts, len(individuals)
+
+
+def read_dlc_csv(path: str | Path) -> pd.DataFrame:
+    """DLC multi-animal CSV (.csv or .csv.gz) -> long frame with columns video_frame (the CSV index),
+    mouse_id (1.. by individual order), bodypart, x, y, likelihood; rows with NaN x/y dropped.
+    ``attrs["n_frames"]`` = last CSV index + 1."""
+    long, n_frames, _, _ = _dlc_long(Path(path))
+    long.attrs["n_frames"] = n_frames
+    return long
+
+
+def _parse_bout(line: str, path: Path, lineno: int, config: set[str]) -> tuple[int, int, str]:
+    fields = line.split()
+    try:
+        if len(fields) != 3:
+            raise ValueError
+        start, end, kind = int(fields[0]), int(fields[1]), fields[2]
+    except ValueError:
+        raise BehaviorDataError(f"{path}: line {lineno}: {line.strip()!r} is not 'start<TAB>end<TAB>type'"
+                                " with integer frames; fix or delete the line") from None
+    if start < 1 or end < start:
+        raise BehaviorDataError(f"{path}: line {lineno}: bout {start}..{end} must have 1 <= start <= end "
+                                "(1-based inclusive frames)")
+    if config and kind not in config:
+        raise BehaviorDataError(f"{path}: line {lineno}: type {kind!r} is not in the configuration "
+                                f"block {sorted(config)}")
+    return start, end, kind
+
+
+def read_caltech_annotation(path: str | Path) -> dict[str, pd.DataFrame]:
+    """Caltech Behavior Annotator file -> {stream name: DataFrame(start, end, type)} as written
+    (1-based inclusive frames). Validates each data line and that bouts do not overlap."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()  # CRLF-safe
+    config: set[str] = set()
+    streams: dict[str, list[tuple[int, int, str]]] = {}
+    current: str | None = None
+    in_config = False
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        header = _STREAM_HEADER.match(text)
+        if header:
+            current, in_config = header.group(1), False
+            streams[current] = []
+        elif text.startswith("Configuration file"):
+            in_config = True
+        elif not text or set(text) == {"-"} or (current is None and not in_config):
+            continue
+        elif in_config:
+            config.add(text.split()[0])
+        else:
+            bout = _parse_bout(line, path, lineno, config)
+            if streams[current] and bout[0] <= streams[current][-1][1]:
+                raise BehaviorDataError(f"{path}: line {lineno}: bout starts at {bout[0]}, inside the "
+                                        f"previous bout of {current} (ends {streams[current][-1][1]})")
+            streams[current].append(bout)
+    if not streams:
+        raise BehaviorDataError(f"{path}: no stream header like 'S1:<TAB>start<TAB>end<TAB>type' found")
+    return {s: pd.DataFrame(b, columns=["start", "end", "type"]).astype({"start": "int64", "end": "int64"})
+            for s, b in streams.items()}
+
+
+def bouts_to_annotation(streams: dict[str, pd.DataFrame], n_frames: int,
+                        agent: int = 1, target: int = 2) -> pd.DataFrame:
+    """Non-background bouts -> MABe annotation rows: start_frame = s - 1, stop_frame = min(e, n_frames);
+    rows empty after clipping are dropped. Columns ANNOTATION_COLUMNS, sorted by start_frame."""
+    rows = []
+    for bouts in streams.values():
+        fg = bouts[bouts["type"] != BACKGROUND]
+        start = fg["start"].to_numpy(np.int64) - 1
+        stop = np.minimum(fg["end"].to_numpy(np.int64), n_frames)
+        keep = stop > start
+        rows.append(pd.DataFrame({"agent_id": agent, "target_id": target,
+                                  "action": fg["type"].to_numpy()[keep],
+                                  "start_frame": start[keep], "stop_frame": stop[keep]}))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(ANNOTATION_COLUMNS))
+    out = out.astype({"agent_id": "int64", "target_id": "int64", "start_frame": "int64",
+                      "stop_frame": "int64"})
+    return out.sort_values(["start_frame", "action"], kind="stable").reset_index(drop=True)[
+        list(ANNOTATION_COLUMNS)]
+
+
+def infer_streams(annotations: Sequence[dict[str, pd.DataFrame]]) -> dict[str, str]:
+    """Action type -> stream, from the non-background types seen in each stream."""
+    vocab: dict[str, str] = {}
+    for streams in annotations:
+        for name, bouts in streams.items():
+            for kind in bouts["type"].unique():
+                if kind != BACKGROUND and vocab.setdefault(str(kind), name) != name:
+                    raise BehaviorDataError(f"type {kind!r} appears in streams {vocab[kind]} and {name};"
+                                            " pass streams= to say which one it belongs to")
+    return vocab
+
+
+def _check_streams(streams: dict[str, pd.DataFrame], vocab: dict[str, str], path: Path) -> None:
+    for name, bouts in streams.items():
+        for kind in bouts["type"].unique():
+            if kind != BACKGROUND and vocab.get(kind) != name:
+                raise BehaviorDataError(f"{path}: stream {name} has type {kind!r}, which streams= maps "
+                                        f"to {vocab.get(kind)!r}; add {kind!r}: {name!r} to streams")
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _meta_row(lab_id: str, video_id: int, n_mice: int, n_frames: int, parts: list[str],
+              behaviors: list[str], fps: float, pix_per_cm: float, arena_cm: tuple[float, float],
+              extra: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {c: np.nan for c in META_COLUMNS}
+    row.update({f"mouse{k}_id": float(k) for k in range(1, n_mice + 1)})
+    row.update(lab_id=lab_id, video_id=int(video_id), frames_per_second=float(fps),
+               video_duration_sec=round(n_frames / fps, 3), pix_per_cm_approx=float(pix_per_cm),
+               arena_width_cm=float(arena_cm[0]), arena_height_cm=float(arena_cm[1]),
+               body_parts_tracked=json.dumps(parts), behaviors_labeled=json.dumps(sorted(behaviors)),
+               tracking_method="DeepLabCut")
+    unknown = set(extra) - set(META_COLUMNS)
+    if unknown:
+        raise BehaviorDataError(f"extra_meta has unknown column(s) {sorted(unknown)}; use names of "
+                                "META_COLUMNS")
+    row.update(extra)
+    return row
+
+
+def _append_meta(path: Path, rows: list[dict[str, Any]]) -> None:
+    new = pd.DataFrame(rows, columns=list(META_COLUMNS))
+    if path.is_file():
+        old = pd.read_csv(path, dtype={"lab_id": str})
+        if list(old.columns) != list(META_COLUMNS):
+            raise BehaviorDataError(f"{path}: existing columns differ from the 38 MABe metadata columns;"
+                                    " move it away or fix its header")
+        key = set(zip(new["lab_id"], new["video_id"].astype("int64")))
+        old = old[[(lab, int(v)) not in key for lab, v in zip(old["lab_id"], old["video_id"])]]
+        new = pd.concat([old, new], ignore_index=True) if len(old) else new
+    save_csv(path, new)
+
+
+def _pair_files(dlc_files: Sequence[Path], annot_files: Sequence[Path]) -> list[tuple[int, Path, Path]]:
+    dlc = {video_number(p): Path(p) for p in dlc_files}
+    ann = {video_number(p): Path(p) for p in annot_files}
+    if len(dlc) != len(dlc_files) or len(ann) != len(annot_files) or set(dlc) != set(ann):
+        raise BehaviorDataError(f"DLC videos {sorted(dlc)} and annotation videos {sorted(ann)} must pair "
+                                "one to one by the leading integer of the file names")
+    return [(v, dlc[v], ann[v]) for v in sorted(dlc)]
+
+
+def import_dlc_caltech(dlc_files: Sequence[Path], annot_files: Sequence[Path], out_root: Path,
+                       lab_id: str, *, fps: float, pix_per_cm: float, arena_cm: tuple[float, float],
+                       split: str = "train", streams: dict[str, str] | None = None,
+                       extra_meta: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Import paired DLC CSVs + Caltech annotations as lab ``lab_id`` (conventions: module docstring).
+    Returns the metadata rows written (one per video, META_COLUMNS)."""
+    out_root = Path(out_root)
+    pairs = _pair_files(dlc_files, annot_files)
+    annots = {v: read_caltech_annotation(a) for v, _, a in pairs}
+    vocab = dict(streams) if streams is not None else infer_streams(list(annots.values()))
+    rows = []
+    for video_id, dlc_path, annot_path in pairs:
+        _check_streams(annots[video_id], vocab, annot_path)
+        long, n_frames, parts, n_mice = _dlc_long(dlc_path)
+        ann = bouts_to_annotation(annots[video_id], n_frames)
+        write_bytes(tracking_path(out_root, split, lab_id, video_id),
+                    _parquet_bytes(long[list(TRACKING_COLUMNS)]))
+        write_bytes(annotation_path(out_root, lab_id, video_id, split), _parquet_bytes(ann))
+        labeled = [f"mouse1,mouse2,{a}" for a, s in vocab.items() if s in annots[video_id]]
+        rows.append(_meta_row(lab_id, video_id, n_mice, n_frames, parts, labeled, fps,
+                              pix_per_cm, arena_cm, extra_meta or {}))
+    _append_meta(out_root / f"{split}.csv", rows)
+    return pd.DataFrame(rows, columns=list(META_COLUMNS))
