@@ -14,5 +14,16 @@ def _segmentation_config() -> type:
     return SegmentationConfig
 
 
-TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation}
-CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config}  # task → config class
+def _behavior(cfg: Any) -> Any:
+    from kagglekit.tasks.behavior.task import BehaviorTask
+    return BehaviorTask(cfg)
+
+
+def _behavior_config() -> type:
+    from kagglekit.tasks.behavior.config import BehaviorConfig
+    return BehaviorConfig
+
+
+TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation, "behavior": _behavior}
+CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config,  # task → config class
+                                          "behavior": _behavior_config}

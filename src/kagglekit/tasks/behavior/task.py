@@ -1,0 +1,233 @@
+"""The behaviour Task (seed 001's grouped view): pose windows → 4 grouped classes per frame.
+
+Per video: dense pose (T, M, K, 2) → frame features (V5 coordinates, V6 + speed/acceleration)
+→ windows of ``window`` frames; per-frame group labels from the annotation intervals. OOF rows are
+frames (ids ``<video_id>:<frame>``), probabilities (N_frames, 4) in the common prediction store.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from kagglekit import paths
+from kagglekit.cv import fold_ids, get_or_make_folds
+from kagglekit.engine.distributed import local_device
+from kagglekit.oof import Manifest, PredictionWriter
+from kagglekit.tasks.behavior import meta as M
+from kagglekit.tasks.behavior.config import BehaviorConfig
+from kagglekit.tasks.behavior.features import frame_features
+from kagglekit.tasks.behavior.groups import GROUP_NAMES, group_frames
+from kagglekit.tasks.behavior.model import Conv1DBiLSTM, LossSpec, TransformerTagger
+from kagglekit.tasks.behavior.windows import WindowDataset, reassemble
+
+log = logging.getLogger("kagglekit.behavior")
+
+
+@dataclass
+class VideoData:
+    video_id: str
+    features: np.ndarray  # (T, F) float32
+    mask: np.ndarray  # (T, F) bool
+    labels: np.ndarray | None  # (T,) int64 group ids
+
+
+def agent_ids(agent: str, target: str) -> tuple[int, int]:
+    """'mouse1','mouse2' → (1, 2); a 'self' target is the agent itself."""
+    a = int(str(agent).removeprefix("mouse"))
+    return a, (a if str(target) == "self" else int(str(target).removeprefix("mouse")))
+
+
+class FrameEvaluator:
+    """Streaming per-frame accuracy and macro F1 over non-padded frames."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.cm = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        valid = batch["valid"].bool() & (batch["y"] >= 0)
+        pred = outputs["logits"].argmax(-1)[valid].cpu().numpy()
+        true = batch["y"][valid].cpu().numpy()
+        np.add.at(self.cm, (true, pred), 1)
+
+    def compute(self) -> dict[str, float]:
+        m = seed_metrics(self.cm)
+        return {"valid_accuracy": m["accuracy"], "valid_f1_macro": m["f1_macro"], "valid_f1_weighted": m["f1_weighted"]}
+
+
+class BehaviorTask:
+    def __init__(self, cfg: BehaviorConfig) -> None:
+        if cfg.view != "grouped":
+            raise ValueError(f"view {cfg.view!r} is not built yet; use view=grouped")
+        self.cfg = cfg
+        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
+        self.device = local_device(cfg.device)
+        self._cache: dict[tuple[str, str], VideoData] = {}
+
+    # ---- data -------------------------------------------------------------------------------
+    def prepare_demo(self) -> None:
+        if not (self.root / "train.csv").exists():
+            from kagglekit.demo.mabe import generate_mabe
+            log.info("demo: generating synthetic mice into %s", self.root)
+            generate_mabe(self.root, n_videos=self.cfg.demo_videos, n_frames=self.cfg.demo_frames, seed=0)
+
+    def metadata(self, split: str) -> pd.DataFrame:
+        path = self.root / f"{split}.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; put the competition files in {self.root} or run with --demo")
+        return M.load_metadata(path)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Every body part tracked in any training video (fixed feature layout across labs)."""
+        return sorted({p for parts in self.metadata("train")["body_parts"] for p in parts})
+
+    def folds(self) -> pd.DataFrame:
+        meta = self.metadata("train")
+        frame = pd.DataFrame({"id": meta["video_id"].astype(str), "lab_id": meta["lab_id"]})
+        return get_or_make_folds(self.root / "folds.csv", frame, "id", self.cfg.n_folds, self.cfg.fold_strategy,
+                                 y="lab_id", groups="id", seed=self.cfg.fold_seed)
+
+    def load_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
+        key = (split, str(row.video_id))
+        if key not in self._cache:
+            self._cache[key] = self._read_video(row, split, vocabulary)
+        return self._cache[key]
+
+    def _read_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
+        track = M.read_tracking(M.tracking_path(self.root, split, row.lab_id, row.video_id))
+        n_frames = int(track["video_frame"].max()) + 1
+        pose = M.tracking_array(track, list(range(1, int(row.n_mice) + 1)), row.body_parts, n_frames)
+        arena = (row.arena_width_cm, row.arena_height_cm)
+        feats, mask = frame_features(pose, float(row.pix_per_cm_approx), float(row.frames_per_second),
+                                     motion=self.cfg.motion, max_mice=self.cfg.max_mice, body_parts=row.body_parts,
+                                     vocabulary=list(vocabulary), arena_cm=arena if np.isfinite(arena).all() else None)
+        labels = None
+        if split == "train":
+            keys = M.behavior_keys(row.behaviors)
+            annotation = M.read_annotation(M.annotation_path(self.root, row.lab_id, row.video_id))
+            labels = group_frames(M.frame_labels(annotation, n_frames, keys), [k[2] for k in keys]) if keys else \
+                np.zeros(n_frames, np.int64)
+        return VideoData(str(row.video_id), feats, mask, labels)
+
+    def _videos(self, ids: Sequence[str], split: str = "train") -> list[VideoData]:
+        meta = self.metadata(split).set_index(self.metadata(split)["video_id"].astype(str))
+        vocab = self.vocabulary
+        return [self.load_video(meta.loc[i], split, vocab) for i in ids]
+
+    @staticmethod
+    def _window_set(videos: Sequence[VideoData], length: int, stride: int) -> WindowDataset:
+        return WindowDataset([{"features": v.features, "mask": v.mask, "labels": v.labels} for v in videos], length, stride)
+
+    def fold_datasets(self, fold: int):
+        train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
+        c = self.cfg
+        return (self._window_set(self._videos(train_ids), c.window, c.stride),
+                self._window_set(self._videos(valid_ids), c.window, c.window))
+
+    # ---- model ------------------------------------------------------------------------------
+    def in_features(self) -> int:
+        per_point = 2 + (2 if self.cfg.motion else 0)
+        return self.cfg.max_mice * len(self.vocabulary) * per_point
+
+    def build_model(self) -> torch.nn.Module:
+        c = self.cfg
+        loss = LossSpec(kind=c.loss, class_weights=tuple(c.class_weights) or None, focal_gamma=c.focal_gamma)
+        if c.arch == "conv_bilstm":
+            return Conv1DBiLSTM(self.in_features(), len(GROUP_NAMES), c.conv_channels, c.lstm_hidden, c.lstm_layers,
+                                c.dropout, loss=loss)
+        if c.arch == "transformer":
+            return TransformerTagger(self.in_features(), len(GROUP_NAMES), c.d_model, c.n_heads, c.n_layers,
+                                     c.dropout, max_len=max(c.window, 512), loss=loss)
+        raise ValueError(f"arch {c.arch!r} unknown; use conv_bilstm or transformer")
+
+    def make_evaluator(self) -> FrameEvaluator:
+        return FrameEvaluator(len(GROUP_NAMES))
+
+    # ---- fold epilogue: per-frame OOF and test probabilities -----------------------------------
+    @torch.no_grad()
+    def predict_video(self, model: torch.nn.Module, video: VideoData) -> np.ndarray:
+        """(T, C) per-frame probabilities: softmax per window, overlap-averaged (``infer_stride``)."""
+        c = self.cfg
+        dataset = self._window_set([VideoData(video.video_id, video.features, video.mask, None)], c.window, c.infer_stride)
+        outputs = []
+        model = model.to(self.device).eval()
+        for batch in DataLoader(dataset, batch_size=max(1, c.batch_size), shuffle=False):
+            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            outputs.append(torch.softmax(model(batch)["logits"].float(), -1).cpu().numpy())
+        return reassemble(np.concatenate(outputs), dataset.starts_of(0), len(video.features))
+
+    def _write_store(self, directory: Path, fold: int, kind: str, videos: list[VideoData], probs: list[np.ndarray],
+                     metric: float | None = None) -> None:
+        n = sum(len(p) for p in probs)
+        manifest = Manifest(self.cfg.name, fold, kind, list(GROUP_NAMES), 1.0, "float16", [n, len(GROUP_NAMES)], [],
+                            [f"window{self.cfg.window}-stride{self.cfg.infer_stride}"], 1.0, "f1_macro", metric)
+        writer = PredictionWriter(directory, manifest, with_targets=kind == "oof")
+        try:
+            for video, p in zip(videos, probs):
+                ids = [f"{video.video_id}:{t}" for t in range(len(p))]
+                writer.write(ids, p, None if kind != "oof" else video.labels.astype(np.uint8))
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
+        _, valid_ids = fold_ids(self.folds(), fold, "id")
+        videos = self._videos(valid_ids)
+        probs = [self.predict_video(model, v) for v in videos]
+        cm = np.zeros((len(GROUP_NAMES),) * 2, np.int64)
+        for v, p in zip(videos, probs):
+            np.add.at(cm, (v.labels, p.argmax(1)), 1)
+        metrics = seed_metrics(cm)
+        self._write_store(fold_dir / "oof", fold, "oof", videos, probs, metrics["f1_macro"])
+        test_meta = self.root / "test.csv"
+        if test_meta.exists() and (self.root / "test_tracking").exists():
+            test_ids = self.metadata("test")["video_id"].astype(str).tolist()
+            test_videos = self._videos(test_ids, "test")
+            self._write_store(fold_dir / "test", fold, "test", test_videos, [self.predict_video(model, v) for v in test_videos])
+        return metrics
+
+    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
+        from kagglekit.tasks.behavior.report import write_report
+        write_report(self.cfg, fold_dir, metrics, history, title=f"{self.cfg.name} fold {metrics['fold']}")
+
+    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
+        from kagglekit.io import load_json, save_json
+        from kagglekit.tasks.behavior.report import write_report
+        paths_ = [exp_dir / f"fold{k}" / "metrics.json" for k in range(self.cfg.n_folds)]
+        if not all(p.exists() for p in paths_):
+            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
+            return None
+        folds = [load_json(p) for p in paths_]
+        cm = sum(np.asarray(f["confusion"], dtype=np.int64) for f in folds)
+        summary = {"experiment": self.cfg.name, **seed_metrics(cm), "fold_f1_macro": [f["f1_macro"] for f in folds]}
+        save_json(exp_dir / "metrics.json", summary)
+        write_report(self.cfg, exp_dir, summary, None, title=f"{self.cfg.name} (all folds, OOF)")
+        return {"f1_macro": summary["f1_macro"], "accuracy": summary["accuracy"], "report": str(exp_dir / "report.md")}
+
+
+def seed_metrics(cm: np.ndarray) -> dict[str, Any]:
+    """Seed 001's report numbers from a (C, C) confusion (rows = truth): accuracy, F1 macro /
+    weighted, precision / recall macro, per-class P/R/F1/support/% of data, predicted vs truth share."""
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1).astype(float), cm.sum(0).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    present = (support + predicted) > 0
+    total = max(1.0, cm.sum())
+    per_class = [{"class": name, "precision": precision[i], "recall": recall[i], "f1": f1[i], "support": int(support[i]),
+                  "share": support[i] / total, "predicted_share": predicted[i] / total}
+                 for i, name in enumerate(GROUP_NAMES)]
+    return {"accuracy": float(tp.sum() / total), "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+            "f1_weighted": float((f1 * support).sum() / max(1.0, support.sum())),
+            "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
+            "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
+            "per_class": per_class, "confusion": cm.tolist(), "frames": int(total)}
