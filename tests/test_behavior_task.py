@@ -64,7 +64,8 @@ def test_demo_all_folds(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(600)
-def test_real_rat_recordings_train_and_predict(tmp_path, monkeypatch):
+@pytest.mark.parametrize("view", ["grouped", "pairs"])
+def test_real_rat_recordings_train_and_predict(tmp_path, monkeypatch, view):
     from kagglekit.tasks.behavior.importer import import_dlc_caltech
     rat = require_shared("rat_behavior")
     videos = [1, 4, 8, 12]
@@ -73,14 +74,59 @@ def test_real_rat_recordings_train_and_predict(tmp_path, monkeypatch):
     root = tmp_path / "input/rats"
     import_dlc_caltech(dlc, annot, root, "RatLab", fps=30.0, pix_per_cm=10.0, arena_cm=(100.0, 70.0))
     monkeypatch.chdir(tmp_path)
-    cfg = BehaviorConfig(name="rats_v6", data_dir=str(root))
+    cfg = BehaviorConfig(name="rats_v6", data_dir=str(root), view=view, pair_features=view == "pairs",
+                         class_weights=(1.0, 5.0, 8.0, 8.0) if view == "grouped" else ())
     args = ["--fold", "all", *sets(["epochs=1", "n_folds=2", "batch_size=64", "conv_channels=16,32", "lstm_hidden=32",
                                     "lstm_layers=1", "stride=100", "infer_stride=100"])]
     assert main(cfg, args) == 0
     exp_dir = tmp_path / "output/rats_v6"
     oof_frames = sum(read_predictions(exp_dir / f"fold{k}" / "oof").probs.shape[0] for k in (0, 1))
     meta = pd.read_csv(root / "train.csv")
-    assert oof_frames == int((meta["video_duration_sec"] * 30).round().sum())
+    assert oof_frames == int((meta["video_duration_sec"] * 30).round().sum())  # one agent→target pair per video
     summary = json.loads((exp_dir / "metrics.json").read_text())
+    if view == "pairs":
+        assert 0.0 <= summary["cv_mabe_score"] <= 1.0 and set(summary["per_lab"]) == {"RatLab"}
+        assert {"social", "nonsocial"} <= {row["action"] for row in summary["breakdown"]}
+        return
     social = next(c for c in summary["per_class"] if c["class"] == "social")
     assert social["support"] > 0 and summary["frames"] == oof_frames
+
+
+def test_agent_first_reorders_mice():
+    from kagglekit.tasks.behavior.pairs import agent_first
+    pose = np.arange(3)[None, :, None, None] * np.ones((2, 3, 1, 2))
+    reordered, pair = agent_first(pose, agent=3, target=1)
+    assert reordered[0, :, 0, 0].tolist() == [2, 0, 1] and pair == (0, 1)
+    reordered, pair = agent_first(pose, agent=2, target=2)
+    assert reordered[0, :, 0, 0].tolist() == [1, 0, 2] and pair == (0, 0)
+
+
+def test_pairs_view_scores_oof_and_writes_a_valid_submission(tmp_path, monkeypatch):
+    from kagglekit.metrics.mabe import mabe_score
+    from kagglekit.submission.mabe import validate_mabe
+    from kagglekit.tasks.behavior.meta import load_metadata
+    from kagglekit.tasks.behavior.pairs import PairBehaviorTask
+    monkeypatch.chdir(tmp_path)
+    cfg = BehaviorConfig(name="mabe_pairs", view="pairs", pair_features=True, class_weights=())
+    assert main(cfg, ["--demo", "--fold", "all", *sets(TINY + ["epochs=3"])]) == 0
+    exp_dir = tmp_path / "output/demo/mabe_pairs"
+    summary = json.loads((exp_dir / "metrics.json").read_text())
+    assert 0.0 < summary["cv_mabe_score"] <= 1.0 and set(summary["thresholds"]) >= {"chase", "mount"}
+    sub = pd.read_csv(summary["submission"])
+    test_meta = load_metadata(tmp_path / "input/mabe_demo/test.csv")
+    validate_mabe(sub, test_meta)  # strict: only actions each video labels
+    assert "CV MABe score" in (exp_dir / "report.md").read_text()
+    # the CV score is the official metric on the OOF intervals: recompute it independently
+    task = PairBehaviorTask(replace(cfg.demo(), n_folds=2, demo_videos=8, demo_frames=300))
+    folds = task.folds()
+    from kagglekit.cv import fold_ids
+    valid = [fold_ids(folds, k, "id")[1] for k in (0, 1)]
+    groups = [task.sequences(v) for v in valid]
+    probs = [p for g in task._stored(exp_dir, "oof", groups) for p in g]
+    seqs = [s for g in groups for s in g]
+    oof_sub = task.submission(seqs, probs, summary["thresholds"])
+    assert mabe_score(task.solution([i for v in valid for i in v]), oof_sub) == pytest.approx(summary["cv_mabe_score"])
+    perfect = task.solution([i for v in valid for i in v])
+    perfect = perfect.assign(row_id=range(len(perfect)))[["row_id", "video_id", "agent_id", "target_id", "action",
+                                                            "start_frame", "stop_frame"]]
+    assert mabe_score(task.solution([i for v in valid for i in v]), perfect) == pytest.approx(1.0)

@@ -102,14 +102,17 @@ class ArrayWriter:
 class PredictionWriter:
     """Streams one fold's predictions (and optional targets) into ``<dir>/{probs,targets}.npy``."""
 
-    def __init__(self, directory: Path, manifest: Manifest, with_targets: bool) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, with_targets: bool,
+                 target_shape: tuple[int, ...] | None = None) -> None:
+        """``target_shape`` defaults to (N, *S); multi-label stores pass (N, C) (255 = not labelled)."""
         self.dir = Path(directory)
         self.manifest = manifest
         if manifest.dtype not in DTYPES:
             raise OOFError(f"oof dtype {manifest.dtype!r} unknown; use one of {sorted(DTYPES)}")
         n, _, *spatial = manifest.shape
         self.probs = ArrayWriter(self.dir / "probs.npy", tuple(manifest.shape), DTYPES[manifest.dtype])
-        self.targets = ArrayWriter(self.dir / "targets.npy", (n, *spatial), np.uint8) if with_targets else None
+        shape = tuple(target_shape) if target_shape is not None else (n, *spatial)
+        self.targets = ArrayWriter(self.dir / "targets.npy", shape, np.uint8) if with_targets else None
         self.ids: list[str] = []
 
     def write(self, ids: Sequence[str], probs: np.ndarray, targets: np.ndarray | None = None) -> None:
@@ -194,7 +197,9 @@ def merged_oof(exp_dir: Path, order_ids: Sequence[str], n_folds: int, chunk: int
                        "folds.csv changed after training? rerun the experiment's folds")
     first = stores[0].manifest
     manifest = Manifest(**{**asdict(first), "fold": -1, "shape": [len(order_ids), *first.shape[1:]]})
-    writer = PredictionWriter(out, manifest, with_targets=all(s.targets is not None for s in stores))
+    with_targets = all(s.targets is not None for s in stores)
+    target_shape = (len(order_ids), *stores[0].targets.shape[1:]) if with_targets else None
+    writer = PredictionWriter(out, manifest, with_targets=with_targets, target_shape=target_shape)
     try:
         for start in range(0, len(order_ids), chunk):
             _copy_chunk(writer, stores, where, order_ids[start:start + chunk])

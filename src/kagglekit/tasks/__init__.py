@@ -15,8 +15,13 @@ def _segmentation_config() -> type:
 
 
 def _behavior(cfg: Any) -> Any:
-    from kagglekit.tasks.behavior.task import BehaviorTask
-    return BehaviorTask(cfg)
+    from kagglekit.tasks.behavior.task import GroupedBehaviorTask
+    if cfg.view == "pairs":
+        from kagglekit.tasks.behavior.pairs import PairBehaviorTask
+        return PairBehaviorTask(cfg)
+    if cfg.view != "grouped":
+        raise ValueError(f"behaviour view {cfg.view!r} unknown; use grouped or pairs")
+    return GroupedBehaviorTask(cfg)
 
 
 def _behavior_config() -> type:

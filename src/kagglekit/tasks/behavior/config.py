@@ -10,7 +10,9 @@ from kagglekit.config import ExperimentConfig
 class BehaviorConfig(ExperimentConfig):
     task: str = "behavior"
     comp: str = "mabe"
-    view: str = "grouped"  # grouped: the seed's 4 classes per frame (Background/Social/Mating/Aggressive)
+    view: str = "grouped"  # grouped: the seed's 4 classes per frame; pairs: the competition's agent/target/action
+    smoothing_window: int = 5  # pairs view: moving average of frame probabilities before thresholding
+    min_duration: int = 3  # pairs view: shorter predicted intervals are dropped
     arch: str = "conv_bilstm"  # conv_bilstm | transformer
     motion: bool = True  # V6: + speed + acceleration per keypoint
     pair_features: bool = False  # beyond the seed: agent→target distances, heading, approach speed

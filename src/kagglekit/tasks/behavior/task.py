@@ -62,9 +62,9 @@ class FrameEvaluator:
 
 
 class BehaviorTask:
+    """Shared data plumbing of both views (metadata, folds, per-video features, inference)."""
+
     def __init__(self, cfg: BehaviorConfig) -> None:
-        if cfg.view != "grouped":
-            raise ValueError(f"view {cfg.view!r} is not built yet; use view=grouped")
         self.cfg = cfg
         self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
         self.device = local_device(cfg.device)
@@ -100,14 +100,23 @@ class BehaviorTask:
             self._cache[key] = self._read_video(row, split, vocabulary)
         return self._cache[key]
 
-    def _read_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
+    def read_pose(self, row: Any, split: str) -> np.ndarray:
+        """(T, M, K, 2) pixels, NaN where missing; M = the video's mice (1..n_mice)."""
         track = M.read_tracking(M.tracking_path(self.root, split, row.lab_id, row.video_id))
-        n_frames = int(track["video_frame"].max()) + 1
-        pose = M.tracking_array(track, list(range(1, int(row.n_mice) + 1)), row.body_parts, n_frames)
+        return M.tracking_array(track, list(range(1, int(row.n_mice) + 1)), row.body_parts,
+                                int(track["video_frame"].max()) + 1)
+
+    def features(self, row: Any, pose: np.ndarray, vocabulary: Sequence[str],
+                 pair: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         arena = (row.arena_width_cm, row.arena_height_cm)
-        feats, mask = frame_features(pose, float(row.pix_per_cm_approx), float(row.frames_per_second),
-                                     motion=self.cfg.motion, max_mice=self.cfg.max_mice, body_parts=row.body_parts,
-                                     vocabulary=list(vocabulary), arena_cm=arena if np.isfinite(arena).all() else None)
+        return frame_features(pose, float(row.pix_per_cm_approx), float(row.frames_per_second),
+                              motion=self.cfg.motion, pair=pair, max_mice=self.cfg.max_mice, body_parts=row.body_parts,
+                              vocabulary=list(vocabulary), arena_cm=arena if np.isfinite(arena).all() else None)
+
+    def _read_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
+        pose = self.read_pose(row, split)
+        n_frames = len(pose)
+        feats, mask = self.features(row, pose, vocabulary)
         labels = None
         if split == "train":
             keys = M.behavior_keys(row.behaviors)
@@ -125,6 +134,11 @@ class BehaviorTask:
     def _window_set(videos: Sequence[VideoData], length: int, stride: int) -> WindowDataset:
         return WindowDataset([{"features": v.features, "mask": v.mask, "labels": v.labels} for v in videos], length, stride)
 
+
+
+class GroupedBehaviorTask(BehaviorTask):
+    """Seed 001's view: 4 grouped classes per frame (softmax), OOF rows = frames."""
+
     def fold_datasets(self, fold: int):
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
         c = self.cfg
@@ -139,29 +153,15 @@ class BehaviorTask:
     def build_model(self) -> torch.nn.Module:
         c = self.cfg
         loss = LossSpec(kind=c.loss, class_weights=tuple(c.class_weights) or None, focal_gamma=c.focal_gamma)
-        if c.arch == "conv_bilstm":
-            return Conv1DBiLSTM(self.in_features(), len(GROUP_NAMES), c.conv_channels, c.lstm_hidden, c.lstm_layers,
-                                c.dropout, loss=loss)
-        if c.arch == "transformer":
-            return TransformerTagger(self.in_features(), len(GROUP_NAMES), c.d_model, c.n_heads, c.n_layers,
-                                     c.dropout, max_len=max(c.window, 512), loss=loss)
-        raise ValueError(f"arch {c.arch!r} unknown; use conv_bilstm or transformer")
+        return build_tagger(c, self.in_features(), len(GROUP_NAMES), loss)
 
     def make_evaluator(self) -> FrameEvaluator:
         return FrameEvaluator(len(GROUP_NAMES))
 
     # ---- fold epilogue: per-frame OOF and test probabilities -----------------------------------
-    @torch.no_grad()
     def predict_video(self, model: torch.nn.Module, video: VideoData) -> np.ndarray:
-        """(T, C) per-frame probabilities: softmax per window, overlap-averaged (``infer_stride``)."""
-        c = self.cfg
-        dataset = self._window_set([VideoData(video.video_id, video.features, video.mask, None)], c.window, c.infer_stride)
-        outputs = []
-        model = model.to(self.device).eval()
-        for batch in DataLoader(dataset, batch_size=max(1, c.batch_size), shuffle=False):
-            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            outputs.append(torch.softmax(model(batch)["logits"].float(), -1).cpu().numpy())
-        return reassemble(np.concatenate(outputs), dataset.starts_of(0), len(video.features))
+        return predict_frames(model, video.features, video.mask, self.cfg.window, self.cfg.infer_stride,
+                              self.cfg.batch_size, self.device, softmax=True)
 
     def _write_store(self, directory: Path, fold: int, kind: str, videos: list[VideoData], probs: list[np.ndarray],
                      metric: float | None = None) -> None:
@@ -211,6 +211,29 @@ class BehaviorTask:
         save_json(exp_dir / "metrics.json", summary)
         write_report(self.cfg, exp_dir, summary, None, title=f"{self.cfg.name} (all folds, OOF)")
         return {"f1_macro": summary["f1_macro"], "accuracy": summary["accuracy"], "report": str(exp_dir / "report.md")}
+
+
+def build_tagger(c: BehaviorConfig, in_features: int, num_outputs: int, loss: LossSpec) -> torch.nn.Module:
+    if c.arch == "conv_bilstm":
+        return Conv1DBiLSTM(in_features, num_outputs, c.conv_channels, c.lstm_hidden, c.lstm_layers, c.dropout, loss=loss)
+    if c.arch == "transformer":
+        return TransformerTagger(in_features, num_outputs, c.d_model, c.n_heads, c.n_layers, c.dropout,
+                                 max_len=max(c.window, 512), loss=loss)
+    raise ValueError(f"arch {c.arch!r} unknown; use conv_bilstm or transformer")
+
+
+@torch.no_grad()
+def predict_frames(model: torch.nn.Module, features: np.ndarray, mask: np.ndarray, window: int, stride: int,
+                   batch_size: int, device: torch.device, softmax: bool) -> np.ndarray:
+    """(T, C) per-frame probabilities (softmax or sigmoid per window), overlap-averaged."""
+    dataset = WindowDataset([{"features": features, "mask": mask}], window, stride)
+    outputs = []
+    model = model.to(device).eval()
+    for batch in DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        logits = model(batch)["logits"].float()
+        outputs.append((torch.softmax(logits, -1) if softmax else torch.sigmoid(logits)).cpu().numpy())
+    return reassemble(np.concatenate(outputs), dataset.starts_of(0), len(features))
 
 
 def seed_metrics(cm: np.ndarray) -> dict[str, Any]:

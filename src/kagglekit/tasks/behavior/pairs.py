@@ -1,0 +1,272 @@
+"""The competition's view of the behaviour track: per (video, agent, target) sequence, multi-label
+per-frame action probabilities → per-action thresholds tuned on OOF → intervals (smoothing,
+minimum duration, one action per pair per frame, only actions in ``behaviors_labeled``) → the
+MABe submission, scored on OOF with the official metric (:mod:`kagglekit.metrics.mabe`).
+
+Mice are reordered so the agent is slot 0 and the target slot 1: the model always knows who acts.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kagglekit import paths
+from kagglekit.cv import fold_ids
+from kagglekit.io import load_json, save_json
+from kagglekit.metrics.mabe import mabe_breakdown, mabe_score
+from kagglekit.oof import Manifest, PredictionWriter, read_predictions
+from kagglekit.tasks.behavior import meta as M
+from kagglekit.tasks.behavior.intervals import intervals_to_submission, probs_to_intervals, smooth_probs, tune_thresholds
+from kagglekit.tasks.behavior.model import LossSpec
+from kagglekit.tasks.behavior.task import BehaviorTask, build_tagger, predict_frames
+from kagglekit.tasks.behavior.windows import WindowDataset
+
+log = logging.getLogger("kagglekit.behavior")
+NOT_LABELLED = 255  # stored target for (frame, action) entries the video does not annotate
+
+
+@dataclass
+class PairSequence:
+    video_id: str
+    lab_id: str
+    agent: int
+    target: int
+    features: np.ndarray  # (T, F)
+    mask: np.ndarray  # (T, F)
+    labels: np.ndarray | None  # (T, A) float: 1/0, -1 = not labelled
+    allowed: np.ndarray  # (A,) bool: action in behaviors_labeled for this pair
+
+    @property
+    def key(self) -> str:
+        return f"{self.video_id}:{self.agent}:{self.target}"
+
+
+def mouse_name(agent: int, target: int) -> tuple[str, str]:
+    return f"mouse{agent}", "self" if target == agent else f"mouse{target}"
+
+
+def agent_first(pose: np.ndarray, agent: int, target: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reorder mice (axis 1, ids 1-based) as agent, target, others; returns the pair's new indices."""
+    order = [agent - 1] + ([target - 1] if target != agent else [])
+    order += [m for m in range(pose.shape[1]) if m not in order]
+    return pose[:, order], (0, 0 if target == agent else 1)
+
+
+class PairEvaluator:
+    """Per-epoch frame-level F1 per action at threshold 0.5 over labelled entries; macro over
+    actions with any positive frame."""
+
+    def __init__(self, n_actions: int) -> None:
+        self.tp, self.fp, self.fn = (np.zeros(n_actions, np.int64) for _ in range(3))
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        y = batch["y"]
+        known = (y >= 0) & batch["valid"].bool().unsqueeze(-1)
+        pred, truth = (outputs["logits"] > 0) & known, (y > 0.5) & known
+        self.tp += (pred & truth).sum((0, 1)).cpu().numpy()
+        self.fp += (pred & ~truth).sum((0, 1)).cpu().numpy()
+        self.fn += (~pred & truth).sum((0, 1)).cpu().numpy()
+
+    def compute(self) -> dict[str, float]:
+        denom = 2 * self.tp + self.fp + self.fn
+        f1 = np.divide(2 * self.tp, denom, out=np.zeros(len(self.tp)), where=denom > 0)
+        active = (self.tp + self.fn) > 0
+        return {"valid_f1_macro": float(f1[active].mean()) if active.any() else 0.0}
+
+
+class PairBehaviorTask(BehaviorTask):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._pairs: dict[tuple[str, str], list[PairSequence]] = {}
+        self._width: int | None = None
+
+    @property
+    def actions(self) -> list[str]:
+        return sorted({act for b in self.metadata("train")["behaviors"] for _, _, act in b})
+
+    def sequences(self, ids: Sequence[str], split: str = "train") -> list[PairSequence]:
+        meta = self.metadata(split)
+        meta = meta.set_index(meta["video_id"].astype(str))
+        vocab, actions = self.vocabulary, self.actions
+        out: list[PairSequence] = []
+        for vid in ids:
+            if (split, vid) not in self._pairs:
+                self._pairs[(split, vid)] = self._read_pairs(meta.loc[vid], split, vocab, actions)
+            out.extend(self._pairs[(split, vid)])
+        return out
+
+    def _read_pairs(self, row: Any, split: str, vocab: Sequence[str], actions: Sequence[str]) -> list[PairSequence]:
+        pose = self.read_pose(row, split)
+        keys = set(M.behavior_keys(row.behaviors))
+        annotation = M.read_annotation(M.annotation_path(self.root, row.lab_id, row.video_id)) if split == "train" else None
+        out = []
+        for agent, target in sorted({(a, t) for a, t, _ in keys}):
+            reordered, pair = agent_first(pose, agent, target)
+            feats, mask = self.features(row, reordered, vocab, pair=pair if self.cfg.pair_features else None)
+            allowed = np.array([(agent, target, act) in keys for act in actions])
+            labels = None
+            if annotation is not None:
+                frames = M.frame_labels(annotation, len(pose), [(agent, target, act) for act in actions])
+                labels = np.where(allowed, frames.astype(np.float32), np.float32(-1))
+            out.append(PairSequence(str(row.video_id), str(row.lab_id), agent, target, feats, mask, labels, allowed))
+        return out
+
+    def fold_datasets(self, fold: int):
+        train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
+        train, valid = self.sequences(train_ids), self.sequences(valid_ids)
+        self._width = train[0].features.shape[1]
+        c = self.cfg
+        as_items = lambda seqs: [{"features": s.features, "mask": s.mask, "labels": s.labels} for s in seqs]  # noqa: E731
+        return WindowDataset(as_items(train), c.window, c.stride), WindowDataset(as_items(valid), c.window, c.window)
+
+    def build_model(self) -> torch.nn.Module:
+        if self._width is None:
+            self._width = self.sequences(self.folds()["id"].astype(str).tolist()[:1])[0].features.shape[1]
+        return build_tagger(self.cfg, self._width, len(self.actions), LossSpec(kind="multilabel"))
+
+    def make_evaluator(self) -> PairEvaluator:
+        return PairEvaluator(len(self.actions))
+
+    def predict(self, model: torch.nn.Module, seqs: Sequence[PairSequence]) -> list[np.ndarray]:
+        c = self.cfg
+        return [predict_frames(model, s.features, s.mask, c.window, c.infer_stride, c.batch_size, self.device, softmax=False)
+                for s in seqs]
+
+    def _write_store(self, directory: Path, fold: int, kind: str, seqs: Sequence[PairSequence],
+                     probs: Sequence[np.ndarray]) -> None:
+        n, actions = sum(len(p) for p in probs), self.actions
+        manifest = Manifest(self.cfg.name, fold, kind, actions, 1.0, "float16", [n, len(actions)], [],
+                            [f"window{self.cfg.window}-stride{self.cfg.infer_stride}"])
+        writer = PredictionWriter(directory, manifest, with_targets=kind == "oof",
+                                  target_shape=(n, len(actions)) if kind == "oof" else None)
+        try:
+            for s, p in zip(seqs, probs):
+                targets = None if kind != "oof" else np.where(s.labels < 0, NOT_LABELLED, s.labels).astype(np.uint8)
+                writer.write([f"{s.key}:{t}" for t in range(len(p))], p, targets)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
+        _, valid_ids = fold_ids(self.folds(), fold, "id")
+        seqs = self.sequences(valid_ids)
+        probs = self.predict(model, seqs)
+        self._write_store(fold_dir / "oof", fold, "oof", seqs, probs)
+        if (self.root / "test.csv").exists() and (self.root / "test_tracking").exists():
+            test = self.sequences(self.metadata("test")["video_id"].astype(str).tolist(), "test")
+            self._write_store(fold_dir / "test", fold, "test", test, self.predict(model, test))
+        thresholds = tune_thresholds(probs, [s.labels for s in seqs], self.actions)
+        score = mabe_score(self.solution(valid_ids), self.submission(seqs, probs, thresholds))
+        return {"fold_mabe_score_in_fold_thresholds": score, "thresholds": thresholds}
+
+    # ---- intervals, solution, submission --------------------------------------------------------
+    def intervals(self, seq: PairSequence, probs: np.ndarray, thresholds: dict[str, float]) -> list[dict[str, Any]]:
+        agent, target = mouse_name(seq.agent, seq.target)
+        found = probs_to_intervals(smooth_probs(probs, self.cfg.smoothing_window), self.actions, thresholds,
+                                   min_duration=self.cfg.min_duration, allowed=seq.allowed)
+        return [{"video_id": int(seq.video_id), "agent_id": agent, "target_id": target, "action": act,
+                 "start_frame": start, "stop_frame": stop} for act, start, stop in found]
+
+    def submission(self, seqs: Sequence[PairSequence], probs: Sequence[np.ndarray], thresholds: dict[str, float]) -> pd.DataFrame:
+        rows = [r for s, p in zip(seqs, probs) for r in self.intervals(s, p, thresholds)]
+        return intervals_to_submission(rows)
+
+    def solution(self, video_ids: Sequence[str]) -> pd.DataFrame:
+        """The competition's solution rows for training videos (labelled actions only)."""
+        meta = self.metadata("train")
+        meta = meta.set_index(meta["video_id"].astype(str))
+        frames = []
+        for vid in video_ids:
+            row = meta.loc[vid]
+            ann = M.read_annotation(M.annotation_path(self.root, row.lab_id, row.video_id))
+            names = [mouse_name(int(a), int(t)) for a, t in zip(ann["agent_id"], ann["target_id"])]
+            frames.append(pd.DataFrame({"video_id": int(row.video_id), "agent_id": [n[0] for n in names],
+                                        "target_id": [n[1] for n in names], "action": ann["action"].to_numpy(),
+                                        "start_frame": ann["start_frame"].to_numpy(), "stop_frame": ann["stop_frame"].to_numpy(),
+                                        "lab_id": row.lab_id, "behaviors_labeled": row.behaviors_labeled}))
+        return pd.concat(frames, ignore_index=True)
+
+    # ---- experiment epilogue: OOF thresholds, CV score, submission -------------------------------
+    def _stored(self, exp_dir: Path, kind: str, seq_groups: Sequence[Sequence[PairSequence]]) -> list[list[np.ndarray]]:
+        """Per fold, the stored probabilities split back into the sequences they were written from."""
+        out = []
+        for k, seqs in enumerate(seq_groups):
+            store = read_predictions(exp_dir / f"fold{k}" / kind)
+            offsets = np.cumsum([0] + [len(s.features) for s in seqs])
+            for s, o in zip(seqs, offsets[:-1]):
+                if store.ids[o] != f"{s.key}:0":
+                    raise ValueError(f"{exp_dir}/fold{k}/{kind}: row {o} is {store.ids[o]}, expected {s.key}:0; re-run the fold")
+            out.append([np.asarray(store.probs[a:b], dtype=np.float32) for a, b in zip(offsets[:-1], offsets[1:])])
+        return out
+
+    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
+        c = self.cfg
+        if not all((exp_dir / f"fold{k}" / "oof" / "manifest.json").exists() for k in range(c.n_folds)):
+            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
+            return None
+        folds = self.folds()
+        valid = [fold_ids(folds, k, "id")[1] for k in range(c.n_folds)]
+        seq_groups = [self.sequences(ids) for ids in valid]
+        seqs = [s for g in seq_groups for s in g]
+        probs = [p for g in self._stored(exp_dir, "oof", seq_groups) for p in g]
+        thresholds = tune_thresholds(probs, [s.labels for s in seqs], self.actions)
+        solution = self.solution([i for ids in valid for i in ids])
+        oof_sub = self.submission(seqs, probs, thresholds)
+        breakdown = mabe_breakdown(solution, oof_sub)
+        summary = {"experiment": c.name, "cv_mabe_score": mabe_score(solution, oof_sub), "thresholds": thresholds,
+                   "per_lab": breakdown.groupby("lab_id")["f1"].mean().to_dict(), "breakdown": breakdown.to_dict(orient="records")}
+        summary["submission"] = self._write_test_submission(exp_dir, thresholds)
+        save_json(exp_dir / "metrics.json", summary)
+        write_pairs_report(c, exp_dir, summary)
+        return {"cv_mabe_score": summary["cv_mabe_score"], "report": str(exp_dir / "report.md")}
+
+    def _write_test_submission(self, exp_dir: Path, thresholds: dict[str, float]) -> str | None:
+        from kagglekit.submission.mabe import write_mabe_submission
+        c = self.cfg
+        if not all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(c.n_folds)):
+            return None
+        test_meta = self.metadata("test")
+        seqs = self.sequences(test_meta["video_id"].astype(str).tolist(), "test")
+        per_fold = self._stored(exp_dir, "test", [seqs] * c.n_folds)
+        mean = [np.mean([fold[i] for fold in per_fold], axis=0) for i in range(len(seqs))]
+        out = Path(c.submissions_dir or paths.submissions_root()) / f"{c.name}.csv"
+        write_mabe_submission(self.submission(seqs, mean, thresholds), out, test_meta, overwrite=True)
+        return str(out)
+
+    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
+        from kagglekit.io import write_text
+        from kagglekit.report.markdown import markdown_kv, markdown_table
+        from kagglekit.report.plots import plot_history
+        plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"), metric_cols=("valid_f1_macro",))
+        text = "\n\n".join([f"# {self.cfg.name} fold {metrics['fold']} Report (competition view)",
+                            "## Results\n" + markdown_kv({"MABe score (thresholds tuned in-fold, optimistic)":
+                                                           metrics["fold_mabe_score_in_fold_thresholds"],
+                                                           "Best epoch": metrics["best_epoch"]}),
+                            "## Training History\n" + markdown_table(history) + "\n![history](history.png)"])
+        write_text(fold_dir / "report.md", text + "\n")
+
+
+def write_pairs_report(cfg, exp_dir: Path, summary: dict[str, Any]) -> Path:
+    from kagglekit.io import write_text
+    from kagglekit.report.markdown import markdown_kv, markdown_table
+    labs = [{"Lab": k, "F1 (mean over actions)": v} for k, v in summary["per_lab"].items()]
+    actions = pd.DataFrame(summary["breakdown"]).rename(columns={"lab_id": "Lab", "action": "Action", "tp": "TP",
+                                                                 "fp": "FP", "fn": "FN", "f1": "F1"})
+    thresholds = [{"Action": a, "Threshold": t} for a, t in summary["thresholds"].items()]
+    text = "\n\n".join([
+        f"# {cfg.name} Report (competition view)",
+        "## Results Summary\n" + markdown_kv({"CV MABe score (OOF, official metric)": f"**{summary['cv_mabe_score']:.4f}**",
+                                              "Submission": f"`{summary['submission']}`" if summary["submission"] else "no test tracking"}),
+        "### Per lab\n" + markdown_table(labs), "### Per lab and action (frames)\n" + markdown_table(actions),
+        "### Thresholds (validation-best F1 per action on all OOF frames)\n" + markdown_table(thresholds),
+        f"## Notes\n- Intervals: probabilities smoothed over {cfg.smoothing_window} frames, one action per agent/target per "
+        f"frame, only actions listed in the video's behaviors_labeled, intervals shorter than {cfg.min_duration} frames dropped.",
+    ])
+    return write_text(exp_dir / "report.md", text + "\n")
