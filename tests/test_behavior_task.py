@@ -58,7 +58,7 @@ def test_demo_all_folds(tmp_path, monkeypatch):
         assert oof.probs.shape[1] == 4 and oof.targets.shape == (oof.probs.shape[0],)
         np.testing.assert_allclose(np.asarray(oof.probs, np.float32).sum(1), 1.0, atol=2e-2)
     v5 = BehaviorConfig(name="mabe_v5", motion=False)
-    assert main(v5, ["--demo", "--fold", "0", *sets(TINY)]) == 0
+    assert main(v5, ["--demo", "--fold", "0", *sets(TINY + ["loss=focal"])]) == 0  # seed's next step: focal loss
     widths = {n: json.loads((tmp_path / f"output/demo/{n}/fold0/config.json").read_text())["motion"] for n in ("mabe_v5", "mabe_v6")}
     assert widths == {"mabe_v5": False, "mabe_v6": True}
 
