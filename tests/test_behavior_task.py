@@ -3,9 +3,7 @@ real rat recordings imported into the MABe layout."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

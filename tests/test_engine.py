@@ -1,7 +1,6 @@
 """The training loop, EMA, schedules, checkpoints: resume exactness, NaN stop, DDP equivalence."""
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kagglekit.tta.segmentation import View, make_views, tta_probs, view_logits
 

@@ -18,7 +18,7 @@ import torch
 
 from kagglekit import paths
 from kagglekit.cv import fold_ids
-from kagglekit.io import load_json, save_json
+from kagglekit.io import save_json
 from kagglekit.metrics.mabe import mabe_breakdown, mabe_score
 from kagglekit.oof import Manifest, PredictionWriter, read_predictions
 from kagglekit.tasks.behavior import meta as M
@@ -45,6 +45,10 @@ class PairSequence:
     @property
     def key(self) -> str:
         return f"{self.video_id}:{self.agent}:{self.target}"
+
+
+def window_items(seqs: Sequence[PairSequence]) -> list[dict[str, Any]]:
+    return [{"features": s.features, "mask": s.mask, "labels": s.labels} for s in seqs]
 
 
 def mouse_name(agent: int, target: int) -> tuple[str, str]:
@@ -122,8 +126,7 @@ class PairBehaviorTask(BehaviorTask):
         train, valid = self.sequences(train_ids), self.sequences(valid_ids)
         self._width = train[0].features.shape[1]
         c = self.cfg
-        as_items = lambda seqs: [{"features": s.features, "mask": s.mask, "labels": s.labels} for s in seqs]  # noqa: E731
-        return WindowDataset(as_items(train), c.window, c.stride), WindowDataset(as_items(valid), c.window, c.window)
+        return WindowDataset(window_items(train), c.window, c.stride), WindowDataset(window_items(valid), c.window, c.window)
 
     def build_model(self) -> torch.nn.Module:
         if self._width is None:

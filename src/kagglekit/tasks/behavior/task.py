@@ -38,12 +38,6 @@ class VideoData:
     labels: np.ndarray | None  # (T,) int64 group ids
 
 
-def agent_ids(agent: str, target: str) -> tuple[int, int]:
-    """'mouse1','mouse2' → (1, 2); a 'self' target is the agent itself."""
-    a = int(str(agent).removeprefix("mouse"))
-    return a, (a if str(target) == "self" else int(str(target).removeprefix("mouse")))
-
-
 class FrameEvaluator:
     """Streaming per-frame accuracy and macro F1 over non-padded frames."""
 
@@ -126,7 +120,8 @@ class BehaviorTask:
         return VideoData(str(row.video_id), feats, mask, labels)
 
     def _videos(self, ids: Sequence[str], split: str = "train") -> list[VideoData]:
-        meta = self.metadata(split).set_index(self.metadata(split)["video_id"].astype(str))
+        meta = self.metadata(split)
+        meta = meta.set_index(meta["video_id"].astype(str))
         vocab = self.vocabulary
         return [self.load_video(meta.loc[i], split, vocab) for i in ids]
 

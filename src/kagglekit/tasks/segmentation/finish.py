@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
