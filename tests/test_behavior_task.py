@@ -128,3 +128,18 @@ def test_pairs_view_scores_oof_and_writes_a_valid_submission(tmp_path, monkeypat
     perfect = perfect.assign(row_id=range(len(perfect)))[["row_id", "video_id", "agent_id", "target_id", "action",
                                                             "start_frame", "stop_frame"]]
     assert mabe_score(task.solution([i for v in valid for i in v]), perfect) == pytest.approx(1.0)
+
+
+def test_pairs_ensemble_blends_on_the_official_score(tmp_path, monkeypatch):
+    from kagglekit.blend import EnsembleConfig, run_ensemble
+    from kagglekit.submission.mabe import validate_mabe
+    from kagglekit.tasks.behavior.meta import load_metadata
+    monkeypatch.chdir(tmp_path)
+    for name, arch in (("pairs_lstm", "conv_bilstm"), ("pairs_tf", "transformer")):
+        cfg = BehaviorConfig(name=name, view="pairs", arch=arch, pair_features=True, class_weights=())
+        assert main(cfg, ["--demo", "--fold", "all", *sets(TINY + ["d_model=32", "n_layers=1"])]) == 0
+    summary = run_ensemble(EnsembleConfig(name="mice", members=("pairs_lstm", "pairs_tf"), method="greedy").demo())
+    assert summary["metric"] == "MABe score" and sum(summary["weights"]) == pytest.approx(1.0)
+    assert summary["blend_oof_score"] >= max(summary["member_oof_score"].values()) - 1e-9
+    validate_mabe(pd.read_csv(summary["submission"]), load_metadata(tmp_path / "input/mabe_demo/test.csv"))
+    assert (tmp_path / "output/demo/ensemble/mice/report.md").exists()

@@ -114,6 +114,10 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     out = root / "ensemble" / cfg.name
     prepare_out_dir(out, overwrite)
     configs = [member_config(root, m) for m in cfg.members]
+    if {c.task for c in configs} == {"behavior"}:
+        return run_behavior_ensemble(cfg, configs, root, out)
+    if len({c.task for c in configs}) > 1:
+        raise ConfigError(f"members mix tasks {sorted({c.task for c in configs})}; ensemble one task at a time")
     sources = [repredict_member(cfg, c, root / m, out / "members" / m) if cfg.tta_scales else root / m
                for m, c in zip(cfg.members, configs)]
     task = build_task(configs[0])
@@ -128,7 +132,9 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     result = search_weights(objective, len(stores), cfg.method, final_score_fn=objective.full_score)
     summary = {"name": cfg.name, "members": list(cfg.members), "weights": [float(w) for w in result.weights],
                "member_oof_miou": dict(zip(cfg.members, map(float, result.member_scores))),
-               "blend_oof_miou": float(result.score), "method": cfg.method,
+               "blend_oof_miou": float(result.score), "method": cfg.method, "metric": "mIoU",
+               "member_oof_score": dict(zip(cfg.members, map(float, result.member_scores))),
+               "blend_oof_score": float(result.score),
                "chance_miou": majority_class_miou(objective.confusion(result.weights)),
                "objective_evaluations": int(objective.n_evals), "search_history": [float(h) for h in result.history],
                "tta_scales": list(cfg.tta_scales), "config": dataclasses.asdict(cfg)}
@@ -143,23 +149,43 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     return summary
 
 
+def run_behavior_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, out: Path) -> dict[str, Any]:
+    """MABe pairs-view members: weights on the official score of the blended OOF (see
+    :mod:`kagglekit.tasks.behavior.blend`)."""
+    from kagglekit.runner import build_task
+    from kagglekit.tasks.behavior.blend import blend_pairs
+    if any(c.view != "pairs" for c in configs):
+        raise ConfigError("behaviour ensembles blend competition-view (view=pairs) experiments")
+    tasks = [build_task(c) for c in configs]
+    sub = Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
+    result = blend_pairs(tasks, [root / m for m in cfg.members], cfg.method, sub)
+    summary = {"name": cfg.name, "members": list(cfg.members), "method": cfg.method, **result,
+               "metric": "MABe score", "member_oof_score": dict(zip(cfg.members, result["member_oof_score"])),
+               "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
+    save_json(out / "weights.json", summary)
+    write_ensemble_report(out, summary)
+    return summary
+
+
 def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
     from kagglekit.io import write_text
     from kagglekit.report.markdown import markdown_kv, markdown_table
-    rows = [{"Member": m, "Weight": w, "OOF mIoU": summary["member_oof_miou"][m]}
+    metric = f"OOF {summary['metric']}"
+    rows = [{"Member": m, "Weight": w, metric: summary["member_oof_score"][m]}
             for m, w in zip(summary["members"], summary["weights"])]
-    rows.append({"Member": "blend", "Weight": sum(summary["weights"]), "OOF mIoU": summary["blend_oof_miou"]})
+    rows.append({"Member": "blend", "Weight": sum(summary["weights"]), metric: summary["blend_oof_score"]})
     text = "\n\n".join([
         f"# {summary['name']} Ensemble Report",
         "## Ensemble Configuration\n" + markdown_kv({
             "Models": ", ".join(summary["members"]),
-            "Optimization": f"OOF mIoU maximisation of argmax(Σ wᵢ pᵢ), method {summary['method']}, "
+            "Optimization": f"{metric} maximisation of the blend Σ wᵢ pᵢ, method {summary['method']}, "
                             f"{summary['objective_evaluations']} objective evaluations",
-            "TTA": (f"re-predicted with scales {summary['tta_scales']} × flip" if summary["tta_scales"]
+            "TTA": (f"re-predicted with scales {summary['tta_scales']} × flip" if summary.get("tta_scales")
                     else "members' stored OOF/test TTA"),
             "Submission": f"`{summary.get('submission', 'not written')}`"}),
         "## Results Summary\n" + markdown_table(rows, bold_row=len(rows) - 1),
-        "## Notes\n- The search is scored on a fixed pixel subsample; the reported blend and member mIoU are on all OOF pixels."
+        "## Notes\n- Segmentation: the search is scored on a fixed pixel subsample; reported scores use all OOF pixels."
+        "\n- Behaviour: each evaluation re-tunes the per-action thresholds on the blend and scores OOF intervals with the official metric."
         "\n- The blend is never worse than uniform weights or the best single member on OOF (both are evaluated).",
     ])
     return write_text(out / "report.md", text + "\n")

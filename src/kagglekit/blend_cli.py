@@ -14,10 +14,12 @@ from kagglekit.config import apply_overrides
 
 def print_summary(summary: dict) -> None:
     print(f"\nensemble {summary['name']} ({summary['method']}, {summary['objective_evaluations']} objective evaluations)")
-    for member, score in summary["member_oof_miou"].items():
-        print(f"  member {member:<20s} OOF mIoU {score:.4f}  weight {summary['weights'][summary['members'].index(member)]:.3f}")
-    print(f"  blend  {'':<20s} OOF mIoU {summary['blend_oof_miou']:.4f}")
-    print(f"  chance {'(majority class)':<20s} OOF mIoU {summary['chance_miou']:.4f}")
+    metric = summary["metric"]
+    for member, score in summary["member_oof_score"].items():
+        print(f"  member {member:<20s} OOF {metric} {score:.4f}  weight {summary['weights'][summary['members'].index(member)]:.3f}")
+    print(f"  blend  {'':<20s} OOF {metric} {summary['blend_oof_score']:.4f}")
+    if "chance_miou" in summary:
+        print(f"  chance {'(majority class)':<20s} OOF {metric} {summary['chance_miou']:.4f}")
     if "submission" in summary:
         print(f"  submission (validated): {summary['submission']}")
     print("  reports:")
