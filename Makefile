@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
 
-.PHONY: venv demo test test-slow bench clean-demo
+.PHONY: venv demo demo-mabe test test-slow bench clean-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ demo: venv
 	$(PY) exp/exp093_4.py --demo --fold all --overwrite
 	$(PY) exp/exp093_ensemble.py --demo --overwrite
 
+# The behaviour track on generated mice: seed view, competition view, and a blended submission.
+demo-mabe: venv
+	$(PY) exp/mabe_v6.py --demo --fold all --overwrite
+	$(PY) exp/mabe_v6_pairs.py --demo --fold all --overwrite
+	$(PY) exp/mabe_v7.py --demo --fold all --overwrite --set view=pairs --set pair_features=true --set class_weights=
+	$(PY) ensemble.py --demo --overwrite --exps mabe_v6_pairs mabe_v7 --method greedy --name mabe_blend
+
 test: venv
 	$(PY) -m pytest -q -m "not slow"
 
@@ -36,4 +43,4 @@ bench: venv
 	$(PY) bench/bench_tta.py
 
 clean-demo:
-	rm -rf input/nyuv2_demo output/demo submissions/demo
+	rm -rf input/nyuv2_demo input/mabe_demo output/demo submissions/demo
