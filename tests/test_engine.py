@@ -191,3 +191,13 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         outs[nproc] = torch.load(out / "final.pt", weights_only=True)
     for k in outs[1]:
         torch.testing.assert_close(outs[1][k], outs[2][k], rtol=1e-5, atol=1e-6)
+
+
+def test_keep_last_epoch_checkpoints_for_swa(tmp_path):
+    settings = FitSettings(**{**SETTINGS.__dict__, "keep_epoch_checkpoints": 2})
+    run_fit(tmp_path, settings)
+    kept = sorted(p.name for p in (tmp_path / "ckpt").glob("epoch*.pt"))
+    assert kept == ["epoch003.pt", "epoch004.pt"]
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")["model"]
+    final = load_checkpoint(tmp_path / "ckpt" / "epoch004.pt")["model"]
+    assert all(torch.equal(last[k], final[k]) for k in last)

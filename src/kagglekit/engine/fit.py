@@ -264,4 +264,8 @@ def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, histo
         save_checkpoint(ckpt_dir / "best.pt", {"model": trainer.eval_model.state_dict(),
                                                 "epoch": trainer.epoch, "score": trainer.best_score})
     save_csv(history_path, pd.DataFrame(trainer.history))
+    if trainer.s.keep_epoch_checkpoints > 0:
+        save_checkpoint(ckpt_dir / f"epoch{trainer.epoch:03d}.pt", {"model": trainer.model.state_dict(), "epoch": trainer.epoch})
+        for old in sorted(ckpt_dir.glob("epoch[0-9][0-9][0-9].pt"))[:-trainer.s.keep_epoch_checkpoints]:
+            old.unlink()
     save_checkpoint(ckpt_dir / "last.pt", trainer.state_dict())

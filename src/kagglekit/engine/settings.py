@@ -30,3 +30,4 @@ class FitSettings:
     num_workers: int = 0
     max_steps_per_epoch: int = 0  # 0 = full epoch
     device: str = "auto"
+    keep_epoch_checkpoints: int = 0  # keep the live weights of the last N epochs (epochNNN.pt) for SWA-N
