@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from kagglekit.engine.fit import fit
 from kagglekit.engine.settings import FitSettings
-from kagglekit.tasks.behavior.losses import focal_loss, masked_bce, weighted_ce
+from kagglekit.losses import focal_loss, masked_bce, weighted_ce
 from kagglekit.tasks.behavior.model import (Conv1DBiLSTM, LossSpec, TransformerTagger, count_parameters,
                                             frame_loss)
 from kagglekit.tasks.behavior.windows import WindowDataset
@@ -171,3 +171,14 @@ def test_trains_unchanged_in_engine_fit(tmp_path):
     result = fit(model, train, valid, FrameAccuracy, settings, tmp_path / "ckpt", tmp_path / "history.csv")
     assert len(result.history) == 2 and np.isfinite(result.history["train_loss"]).all()
     assert result.history["train_loss"].iloc[1] < result.history["train_loss"].iloc[0]
+
+
+def test_masked_focal_bce_reduces_to_bce_and_masks():
+    from kagglekit.losses import masked_focal_bce
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3, requires_grad=True)
+    target = torch.tensor([[1, 0, -1], [0, 1, 1], [-1, -1, 0], [1, 1, 0], [0, 0, 1], [1, -1, 0]]).float()
+    torch.testing.assert_close(masked_focal_bce(logits, target, gamma=0.0), masked_bce(logits, target))
+    loss = masked_focal_bce(logits, target, gamma=2.0)
+    loss.backward()
+    assert torch.all(logits.grad[target < 0] == 0) and loss < masked_bce(logits, target)

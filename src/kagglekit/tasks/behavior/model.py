@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from kagglekit.tasks.behavior.losses import focal_loss, masked_bce, weighted_ce
+from kagglekit.losses import focal_loss, masked_bce, weighted_ce
 
 LOSS_KINDS = ("softmax", "focal", "multilabel")
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-LABEL_PAD = -1  # "not labelled": ignored by every loss in kagglekit.tasks.behavior.losses
+LABEL_PAD = -1  # "not labelled": ignored by every loss in kagglekit.losses
 
 
 def window_starts(n_frames: int, length: int = 100, stride: int = 50) -> np.ndarray:

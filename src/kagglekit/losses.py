@@ -1,10 +1,13 @@
-"""Per-frame losses for behaviour tagging. Ignored entries (padding, not labelled) are -1.
+"""Losses shared by tasks (behaviour tagging, multi-label classification). Ignored entries
+(padding, not labelled, missing labels) are -1.
 
 - :func:`focal_loss`: Lin et al. 2017, "Focal Loss for Dense Object Detection", eq. 5:
   ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)``; the seed report 001 plans gamma = 2 with
   alpha = [0.25, 0.75, 0.75, 0.75].
 - :func:`weighted_ce`: class-weighted cross entropy (seed V5/V6 weights [1, 5, 8, 8]).
-- :func:`masked_bce`: multi-label BCE where -1 marks an action that was not annotated.
+- :func:`masked_bce`: multi-label BCE where -1 marks an action that was not annotated / a
+  missing label (partial-label BCE, seed 000).
+- :func:`masked_focal_bce`: its binary focal variant, ``(1 - p_t)^gamma · BCE`` (seed 000's γ=2).
 """
 from __future__ import annotations
 
@@ -55,4 +58,18 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     if not keep.any():
         return _zero_like(logits)
     per = F.binary_cross_entropy_with_logits(logits.float(), target.clamp_min(0).float(), reduction="none")
+    return (per * keep).sum() / keep.sum()
+
+
+def masked_focal_bce(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017) over (..., K) with -1 targets masked out; gamma = 0
+    equals :func:`masked_bce`."""
+    keep = target >= 0
+    if not keep.any():
+        return _zero_like(logits)
+    t = target.clamp_min(0).float()
+    per = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
+    if gamma != 0:
+        p_t = torch.exp(-per)  # probability assigned to the true label
+        per = (1 - p_t).clamp_min(0).pow(gamma) * per
     return (per * keep).sum() / keep.sum()
