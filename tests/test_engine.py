@@ -201,3 +201,17 @@ def test_keep_last_epoch_checkpoints_for_swa(tmp_path):
     last = load_checkpoint(tmp_path / "ckpt" / "last.pt")["model"]
     final = load_checkpoint(tmp_path / "ckpt" / "epoch004.pt")["model"]
     assert all(torch.equal(last[k], final[k]) for k in last)
+
+
+def test_weighted_sampler_follows_dataset_weights():
+    from kagglekit.engine.data import make_loader
+    ds = ToyDataset(40, 0)
+    ds.sample_weights = [100.0 if i < 4 else 1.0 for i in range(40)]
+    seen = []
+    for epoch in range(3):
+        loader = make_loader(ds, 8, train=True, seed=1, epoch=epoch)
+        seen += [int(i) for i in loader.sampler]
+    heavy = sum(i < 4 for i in seen) / len(seen)
+    assert heavy > 0.8  # 400 / 436 of the mass
+    again = [int(i) for i in make_loader(ds, 8, train=True, seed=1, epoch=0).sampler]
+    assert again == seen[:40]  # seeded per epoch: resume-exact

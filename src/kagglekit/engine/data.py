@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from kagglekit.engine import distributed as dist_utils
@@ -31,10 +31,17 @@ def _worker_init(worker_id: int) -> None:
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, epoch: int,
                 num_workers: int = 0, drop_last: bool | None = None) -> DataLoader:
     """Train loaders shuffle with a permutation seeded by ``(seed, epoch)`` (resume-exact); under
-    torchrun each rank takes its interleaved shard of that same permutation."""
+    torchrun each rank takes its interleaved shard of that same permutation. A dataset with a
+    ``sample_weights`` attribute (N,) is drawn with replacement in proportion to it instead
+    (single process; under DDP the plain sharded permutation is used)."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     reseed_dataset(dataset, seed * 7_919 + epoch)
-    if train:
+    weights = getattr(dataset, "sample_weights", None) if train else None
+    if weights is not None and not dist_utils.is_distributed():
+        # Weighted sampling (e.g. inverse label-combination frequency), seeded per epoch like the rest.
+        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(dataset),
+                                        replacement=True, generator=generator)
+    elif train:
         # The same seeded permutation whatever the world size (rank r takes every world-th index),
         # so 1 process with batch B sees exactly the samples of N processes with batch B/N.
         sampler = DistributedSampler(dataset, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
