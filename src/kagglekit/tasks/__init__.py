@@ -29,6 +29,17 @@ def _behavior_config() -> type:
     return BehaviorConfig
 
 
-TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation, "behavior": _behavior}
+def _multilabel(cfg: Any) -> Any:
+    from kagglekit.tasks.multilabel.task import MultiLabelTask
+    return MultiLabelTask(cfg)
+
+
+def _multilabel_config() -> type:
+    from kagglekit.tasks.multilabel.config import MultiLabelConfig
+    return MultiLabelConfig
+
+
+TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation, "behavior": _behavior,
+                                          "multilabel": _multilabel}
 CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config,  # task → config class
-                                          "behavior": _behavior_config}
+                                          "behavior": _behavior_config, "multilabel": _multilabel_config}

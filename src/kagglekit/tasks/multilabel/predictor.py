@@ -145,7 +145,7 @@ def save_predictor(path: str | Path, model_state: Mapping[str, torch.Tensor], me
 
 def default_build_model(meta: PredictorMeta) -> nn.Module:
     """``TimmClassifier(meta.backbone, K, meta.kind)`` with random init (weights come from the file)."""
-    return TimmClassifier(meta.backbone, num_classes=len(meta.labels), kind=meta.kind, pretrained=False)
+    return TimmClassifier(meta.backbone, num_classes=len(meta.labels), kind=meta.kind)
 
 
 class Predictor:

@@ -1,0 +1,278 @@
+"""The multi-label image Task (seed 000 door_state): N sigmoid heads with partial-label BCE (or a
+softmax over states, v20260511), weighted sampling, cam_erase, SWA-N with BatchNorm
+recalibration, validation-best thresholds saved with the model as a one-file predictor."""
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kagglekit import paths
+from kagglekit.cv import fold_ids, get_or_make_folds
+from kagglekit.engine.checkpoint import load_checkpoint
+from kagglekit.engine.distributed import local_device
+from kagglekit.engine.swa import average_checkpoints, recompute_batchnorm
+from kagglekit.metrics.classification import multiclass_report, multilabel_report
+from kagglekit.oof import Manifest, PredictionWriter
+from kagglekit.tasks.multilabel import data as D
+from kagglekit.tasks.multilabel.config import MultiLabelConfig
+from kagglekit.tasks.multilabel.model_wrap import TimmClassifier, load_backbone_weights
+from kagglekit.tasks.multilabel.predictor import PredictorMeta, save_predictor
+from kagglekit.tta.classification import make_views, tta_probs_classification
+
+log = logging.getLogger("kagglekit.multilabel")
+
+
+def parse_states(entries: Sequence[str], attributes: Sequence[str]) -> D.StateMap:
+    """"1,0=open" entries → StateMap; no entries: all open → open, all closed → closed, else mixed."""
+    if not entries:
+        states = {v: ("open" if all(v) else "closed" if not any(v) else "mixed")
+                  for v in itertools.product((0, 1), repeat=len(attributes))}
+        return D.StateMap(tuple(attributes), states)
+    states = {}
+    for entry in entries:
+        key, _, name = entry.partition("=")
+        vector = tuple(int(x) for x in key.split(","))
+        if len(vector) != len(attributes) or not name:
+            raise ValueError(f"states entry {entry!r}: expected {len(attributes)} comma-separated 0/1 values '=' a name")
+        states[vector] = name
+    return D.StateMap(tuple(attributes), states)
+
+
+class StateClassDataset(Dataset):
+    """The softmax variant: the attribute vector of each item → its state's class index."""
+
+    def __init__(self, base: D.MultiLabelDataset, state_map: D.StateMap, classes: Sequence[str]) -> None:
+        self.base, self.state_map, self.classes = base, state_map, list(classes)
+        self.transform = base.transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.base[i])
+        item["target"] = torch.tensor(self.classes.index(self.state_map.state_of(item["target"].long().tolist())))
+        return item
+
+
+class ClassificationEvaluator:
+    def __init__(self, kind: str, names: Sequence[str]) -> None:
+        self.kind, self.names, self.probs, self.targets = kind, list(names), [], []
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        logits = outputs["logits"].float()
+        self.probs.append((torch.sigmoid(logits) if self.kind == "multilabel" else torch.softmax(logits, 1)).cpu().numpy())
+        self.targets.append(batch["target"].cpu().numpy())
+
+    def compute(self) -> dict[str, float]:
+        probs, targets = np.concatenate(self.probs), np.concatenate(self.targets)
+        if self.kind == "multilabel":
+            r = multilabel_report(probs, targets.astype(np.int64), self.names)
+            return {"valid_mAP": float(r["mAP"]), "valid_macro_f1": float(r["macro_f1"])}
+        r = multiclass_report(probs, targets.astype(np.int64), self.names)
+        return {"valid_accuracy": float(r["accuracy"]), "valid_macro_f1": float(r["macro_f1"]),
+                "valid_macro_f1_active": float(r["macro_f1_active"])}
+
+
+class MultiLabelTask:
+    def __init__(self, cfg: MultiLabelConfig) -> None:
+        self.cfg = cfg
+        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
+        self.folds_csv = paths.input_root() / cfg.comp / "folds.csv"  # writable even when data_dir is read-only
+        self.device = local_device(cfg.device)
+        self._frame: pd.DataFrame | None = None
+
+    # ---- data -------------------------------------------------------------------------------
+    def prepare_demo(self) -> None:
+        if not (self.root / self.cfg.labels_csv).exists():
+            from kagglekit.demo.doors import generate_doors
+            log.info("demo: generating synthetic car-door images into %s", self.root)
+            generate_doors(self.root)
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            frame = D.load_labels(self.root / self.cfg.labels_csv, self.root, list(self.cfg.attributes) or None)
+            self.image_column = frame.columns[0]
+            self.attributes = [c for c in frame.columns if c != self.image_column]
+            self.state_map = parse_states(self.cfg.states, self.attributes)
+            self._frame = self.state_map.filter_rows(frame, tuple(self.cfg.drop_states))
+        return self._frame
+
+    @property
+    def labels(self) -> list[str]:
+        """Output names: attributes (multilabel) or state classes (softmax)."""
+        self.frame()
+        if self.cfg.kind == "multilabel":
+            return list(self.attributes)
+        return sorted({s for s in self.state_map.states.values() if s not in self.cfg.drop_states})
+
+    def folds(self) -> pd.DataFrame:
+        frame = self.frame()
+        table = frame.rename(columns={self.image_column: "id"})
+        return get_or_make_folds(self.folds_csv, table, "id", self.cfg.n_folds, self.cfg.fold_strategy,
+                                 y=list(self.attributes), seed=self.cfg.fold_seed)
+
+    def dataset(self, ids: Sequence[str], train: bool, augment: bool | None = None) -> Dataset:
+        c, frame = self.cfg, self.frame()
+        rows = frame.set_index(frame[self.image_column].astype(str)).loc[list(ids)].reset_index(drop=True)
+        transform = D.build_transforms(c.image_size, train if augment is None else augment, c.cam_erase_p, c.hflip, seed=c.seed)
+        base = D.MultiLabelDataset(rows, self.root, self.attributes, transform=transform)
+        if train and c.weighted_sampler:
+            base.sample_weights = D.sample_weights(base.targets.astype(np.int64))
+        if c.kind == "softmax":
+            wrapped = StateClassDataset(base, self.state_map, self.labels)
+            wrapped.sample_weights = getattr(base, "sample_weights", None)
+            return wrapped
+        return base
+
+    def fold_datasets(self, fold: int):
+        train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
+        return self.dataset(train_ids, True), self.dataset(valid_ids, False)
+
+    # ---- model ------------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        c = self.cfg
+        model = TimmClassifier(c.backbone, len(self.labels), c.kind, c.loss, c.focal_gamma, drop_rate=c.drop_rate)
+        if c.pretrained_path:
+            load_backbone_weights(model, c.pretrained_path)
+        else:
+            log.info("pretrained=False: backbone %s randomly initialised (set pretrained_path=<local file>)", c.backbone)
+        return model
+
+    def make_evaluator(self) -> ClassificationEvaluator:
+        return ClassificationEvaluator(self.cfg.kind, self.labels)
+
+    # ---- fold epilogue: best vs SWA-N, thresholds, predictor files, OOF -------------------------
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(probs (N, K), targets, ids) with the configured TTA views."""
+        c = self.cfg
+        views = make_views(c.tta_scales, c.tta_flip)
+        perm = list(c.flip_permutation) or None
+        model = model.to(self.device).eval()
+        forward = lambda x: model({"image": x})["logits"]  # noqa: E731
+        activation = "sigmoid" if c.kind == "multilabel" else "softmax"
+        probs, targets, ids = [], [], []
+        for batch in DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers):
+            probs.append(tta_probs_classification(forward, batch["image"].to(self.device), views, activation, perm).cpu().numpy())
+            targets.append(batch["target"].numpy())
+            ids += list(batch["id"])
+        return np.concatenate(probs), np.concatenate(targets), ids
+
+    def report(self, probs: np.ndarray, targets: np.ndarray, thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+        if self.cfg.kind == "multilabel":
+            return multilabel_report(probs, targets.astype(np.int64), self.labels, thresholds)
+        return multiclass_report(probs, targets.astype(np.int64), self.labels)
+
+    def swa_model(self, fold_dir: Path, train_ids: Sequence[str]) -> torch.nn.Module | None:
+        """Average of the last ``swa_n`` epoch checkpoints, BatchNorm statistics recomputed on the
+        (un-augmented) training images — timm's checkpoint averager skips that step."""
+        paths_ = sorted((fold_dir / "checkpoints").glob("epoch[0-9][0-9][0-9].pt"))[-self.cfg.swa_n:]
+        if self.cfg.swa_n <= 0 or not paths_:
+            return None
+        model = self.build_model()
+        model.load_state_dict(average_checkpoints(paths_))
+        loader = DataLoader(self.dataset(train_ids, True, augment=False), batch_size=self.cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        recompute_batchnorm(model, loader, self.device)
+        self.swa_sources = [p.name for p in paths_]
+        return model
+
+    def export_predictor(self, model: torch.nn.Module, path: Path, thresholds: Sequence[float]) -> Path:
+        c = self.cfg
+        meta = PredictorMeta(backbone=c.backbone, kind=c.kind, image_size=c.image_size,
+                             attributes=list(self.attributes) if c.kind == "multilabel" else [],
+                             classes=self.labels if c.kind == "softmax" else [],
+                             thresholds=[float(t) for t in thresholds] if c.kind == "multilabel" else [],
+                             state_map=self.state_map.to_dict()["states"] if c.kind == "multilabel" else {},
+                             flip_permutation=list(c.flip_permutation), version=c.name)
+        return save_predictor(path, {k: v.cpu() for k, v in model.state_dict().items()}, meta, strict_thresholds=False)
+
+    def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
+        train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
+        valid = self.dataset(valid_ids, False)
+        versions: dict[str, dict[str, Any]] = {}
+        final = None
+        for name, candidate in (("best", model), ("swa", self.swa_model(fold_dir, train_ids))):
+            if candidate is None:
+                continue
+            probs, targets, ids = self.predict(candidate, valid)
+            versions[name] = self.report(probs, targets)
+            thresholds = [versions[name]["per_attr"][a]["thr"] for a in self.labels] if self.cfg.kind == "multilabel" else []
+            self.export_predictor(candidate, fold_dir / f"{name}_predictor.pt", thresholds)
+            final = (name, probs, targets, ids)
+        name, probs, targets, ids = final
+        self._write_oof(fold_dir / "oof", fold, probs, targets, ids)
+        self._final = (probs, targets, ids, thresholds)
+        return {"versions": versions, "final": name, "swa_sources": getattr(self, "swa_sources", []),
+                "n_valid": len(ids)}
+
+    def _write_oof(self, directory: Path, fold: int, probs: np.ndarray, targets: np.ndarray, ids: list[str]) -> None:
+        manifest = Manifest(self.cfg.name, fold, "oof", self.labels, 1.0, "float16", list(probs.shape), [])
+        t = np.where(targets < 0, 255, targets).astype(np.uint8)
+        writer = PredictionWriter(directory, manifest, with_targets=True, target_shape=t.shape)
+        writer.write(ids, probs, t)
+        writer.commit()
+
+    # ---- reports ------------------------------------------------------------------------------
+    def _states(self, probs: np.ndarray, targets: np.ndarray, thresholds: Sequence[float]) -> tuple[list[str], list[str]]:
+        if self.cfg.kind == "softmax":
+            return [self.labels[int(t)] for t in targets], [self.labels[int(i)] for i in probs.argmax(1)]
+        decided = (probs >= np.asarray(thresholds)[None]).astype(int)
+        return ([self.state_map.state_of(t.astype(int).tolist()) for t in targets],
+                [self.state_map.state_of(d.tolist()) for d in decided])
+
+    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
+        from kagglekit.report.plots import plot_history
+        from kagglekit.tasks.multilabel.report import sample_lines, tile_images, write_fold_report
+        plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"),
+                     metric_cols=("valid_mAP", "valid_macro_f1", "valid_accuracy"))
+        probs, targets, ids, thresholds = self._final
+        truth, pred = self._states(probs, targets, thresholds)
+        shown_thr = thresholds if self.cfg.kind == "multilabel" else []
+        samples = sample_lines(truth, pred, probs, self.labels if self.cfg.kind == "multilabel" else [], shown_thr)
+        wrong = [i for i in range(len(ids)) if truth[i] != pred[i]]
+        wrong.sort(key=lambda i: -float(np.abs(probs[i] - 0.5).max()))
+        top = wrong[:8]
+        audit = [f"truth={truth[i]} → pred={pred[i]} " + " ".join(f"{n}={100 * probs[i, a]:.0f}%" for a, n in enumerate(self.labels))
+                 for i in top]
+        if top:
+            tile_images([self.root / ids[i] for i in top], [f"{truth[i]}→{pred[i]}" for i in top], fold_dir / "fp_audit.png")
+        params = sum(p.numel() for p in self.build_model().parameters()) / 1e6
+        write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params)
+
+    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
+        from kagglekit.io import save_json, write_text
+        from kagglekit.oof import read_predictions
+        from kagglekit.tasks.multilabel.report import per_attribute_table
+        dirs = [exp_dir / f"fold{k}" / "oof" for k in range(self.cfg.n_folds)]
+        if not all((d / "manifest.json").exists() for d in dirs):
+            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
+            return None
+        stores = [read_predictions(d) for d in dirs]
+        probs = np.concatenate([np.asarray(s.probs, np.float32) for s in stores])
+        targets = np.concatenate([np.asarray(s.targets).astype(np.int64) for s in stores])
+        targets = np.where(targets == 255, -1, targets)
+        report = self.report(probs, targets)
+        prior = self.prior_map(targets) if self.cfg.kind == "multilabel" else None
+        summary = {"experiment": self.cfg.name, "oof": report, "label_prior_mAP": prior}
+        save_json(exp_dir / "metrics.json", summary)
+        head = (f"- **OOF mAP**: **{report['mAP']:.4f}** (label prior: {prior:.4f})\n- **OOF macro F1**: {report['macro_f1']:.4f}"
+                if self.cfg.kind == "multilabel" else
+                f"- **OOF accuracy**: {report['accuracy']:.4f}\n- **OOF macro F1**: {report['macro_f1']:.4f} "
+                f"({report['macro_f1_active']:.4f} over classes with support)")
+        write_text(exp_dir / "report.md", f"# {self.cfg.name} (all folds, OOF)\n\n{head}\n\n"
+                   + per_attribute_table({"versions": {"oof": report}}) + "\n")
+        return {k: report[k] for k in ("mAP", "macro_f1") if k in report} | {"report": str(exp_dir / "report.md")}
+
+    @staticmethod
+    def prior_map(targets: np.ndarray) -> float:
+        """mAP of a constant score (every image ranked equal): each head's AP = its positive rate."""
+        rates = [(t[t >= 0] == 1).mean() for t in targets.T if (t >= 0).any() and 0 < (t[t >= 0] == 1).mean() < 1]
+        return float(np.mean(rates)) if rates else float("nan")
