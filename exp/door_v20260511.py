@@ -7,7 +7,7 @@ from door_v20260515 import CFG as V15
 from kagglekit.cli import main
 
 CFG = replace(V15, name=Path(__file__).stem, kind="softmax", image_size=224, swa_n=0, keep_epoch_checkpoints=0,
-              drop_states=(), monitor="valid_macro_f1")
+              drop_states=(), monitor="valid_macro_f1", compare_to=())
 
 if __name__ == "__main__":
     raise SystemExit(main(CFG))

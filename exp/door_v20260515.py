@@ -8,7 +8,8 @@ from kagglekit.cli import main
 from kagglekit.tasks.multilabel.config import MultiLabelConfig
 
 CFG = MultiLabelConfig(name=Path(__file__).stem, backbone="mobilenetv3_large_100", image_size=384, epochs=20,
-                       batch_size=64, lr=3e-4, weight_decay=0.01, swa_n=4, keep_epoch_checkpoints=4)
+                       batch_size=64, lr=3e-4, weight_decay=0.01, swa_n=4, keep_epoch_checkpoints=4,
+                       compare_to=("door_v20260511",))
 
 if __name__ == "__main__":
     raise SystemExit(main(CFG))

@@ -71,14 +71,18 @@ def test_report_and_artefacts(trained):
     assert {"backbone_name", "attrs", "img_size", "swa_n", "swa_source_ckpts", "hyperparams"} <= set(config)
 
 
-def test_softmax_variant_reports_zero_support_footnote(tmp_path, monkeypatch):
+def test_softmax_variant_and_three_version_table(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = MultiLabelConfig(name="door_v20260511", kind="softmax", drop_states=(), monitor="valid_macro_f1")
-    assert main(cfg, ["--demo", "--fold", "0", *sets(FAST + ["epochs=2", "data_dir=input/synthetic_doors"])]) == 0
+    data = ["epochs=2", "data_dir=input/synthetic_doors"]
+    old = MultiLabelConfig(name="door_v20260511", kind="softmax", drop_states=(), monitor="valid_macro_f1")
+    assert main(old, ["--demo", "--fold", "0", *sets(FAST + data)]) == 0
     metrics = json.loads((tmp_path / "output/demo/door_v20260511/fold0/metrics.json").read_text())
-    best = metrics["versions"]["best"]
-    assert {"accuracy", "macro_f1", "macro_f1_active"} <= set(best)
+    assert {"accuracy", "macro_f1", "macro_f1_active"} <= set(metrics["versions"]["best"])
     assert "incl. zero-support" in (tmp_path / "output/demo/door_v20260511/fold0/report.md").read_text()
+    new = MultiLabelConfig(name="door_v20260515", swa_n=2, keep_epoch_checkpoints=2, compare_to=("door_v20260511",))
+    assert main(new, ["--demo", "--fold", "0", *sets(FAST + data)]) == 0
+    table = (tmp_path / "output/demo/door_v20260515/fold0/report.md").read_text().split("## Per-attribute")[0]
+    assert "door_v20260511" in table and "door_v20260515 best.pt" in table and "door_v20260515 SWA-2" in table
 
 
 def test_state_rules():

@@ -28,6 +28,7 @@ class MultiLabelConfig(ExperimentConfig):
     hflip: bool = False  # a horizontal flip swaps left/right attributes: off unless flip_permutation is set
     flip_permutation: tuple[int, ...] = ()
     swa_n: int = 0  # >0: SWA of the last N epoch checkpoints + BatchNorm recalibration
+    compare_to: tuple[str, ...] = ()  # earlier experiments shown in the version table (same fold)
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
     fold_strategy: str = "multilabel_stratified"

@@ -15,21 +15,22 @@ from kagglekit.io import save_json, write_bytes, write_text
 from kagglekit.report.markdown import markdown_table
 
 
-def version_table(cfg, metrics: dict[str, Any]) -> str:
-    rows = {"schema": [], "backbone": [], "OOF mAP (active heads)": [], "OOF macro F1": [], "ckpt thresholds": []}
-    names = list(metrics["versions"])
-    for name in names:
-        r = metrics["versions"][name]
-        rows["schema"].append(f"{len(r.get('per_attr', r.get('per_class', {})))} binary heads" if cfg.kind == "multilabel"
-                              else f"{len(r['per_class'])}-class softmax")
-        rows["backbone"].append(f"{cfg.backbone} {cfg.image_size}")
+def version_table(cfg, metrics: dict[str, Any], others: dict[str, dict[str, Any]] | None = None) -> str:
+    """Columns: earlier experiments (``compare_to``, their best), then this run's best.pt and SWA-N."""
+    rows: dict[str, list[Any]] = {"schema": [], "OOF accuracy": [], "OOF mAP (active heads)": [], "OOF macro F1": [],
+                                  "ckpt thresholds": []}
+    columns = [(name, r) for name, r in (others or {}).items()]
+    columns += [(f"{cfg.name} {'best.pt' if n == 'best' else f'SWA-{cfg.swa_n}'}", r) for n, r in metrics["versions"].items()]
+    for _, r in columns:
+        softmax = "per_class" in r
+        rows["schema"].append(f"{len(r['per_class'])}-class softmax" if softmax else f"{len(r['per_attr'])} binary heads")
+        rows["OOF accuracy"].append(r.get("accuracy", float("nan")))
         rows["OOF mAP (active heads)"].append(r.get("mAP", float("nan")))
-        f1 = r["macro_f1"] if cfg.kind == "multilabel" else f"{r['macro_f1']:.4f}* ({r['macro_f1_active']:.4f} active)"
-        rows["OOF macro F1"].append(f1)
-        rows["ckpt thresholds"].append("per-attr val-best F1" if cfg.kind == "multilabel" else "none (argmax)")
-    table = pd.DataFrame(rows, index=[f"{cfg.name} {'best.pt' if n == 'best' else f'SWA-{cfg.swa_n}'}" for n in names]).T
+        rows["OOF macro F1"].append(f"{r['macro_f1']:.4f}* ({r['macro_f1_active']:.4f} active)" if softmax else r["macro_f1"])
+        rows["ckpt thresholds"].append("none (argmax)" if softmax else "per-attr val-best F1")
+    table = pd.DataFrame(rows, index=[name for name, _ in columns]).T
     note = "\n\n\\* macro F1 over all classes incl. zero-support ones; in brackets: classes with support only." \
-        if cfg.kind == "softmax" else ""
+        if any("per_class" in r for _, r in columns) else ""
     return "## Version comparison\n" + markdown_table(table.reset_index().rename(columns={"index": ""})) + note
 
 
@@ -94,9 +95,9 @@ def run_config(cfg, metrics: dict[str, Any], history: pd.DataFrame, params_m: fl
 
 
 def write_fold_report(cfg, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any], samples: list[str],
-                      audit: list[str], params_m: float) -> Path:
+                      audit: list[str], params_m: float, others: dict[str, dict[str, Any]] | None = None) -> Path:
     save_json(fold_dir / "run_config.json", run_config(cfg, metrics, history, params_m))
-    parts = [f"# {cfg.name} fold {metrics['fold']}", version_table(cfg, metrics), per_attribute_table(metrics),
+    parts = [f"# {cfg.name} fold {metrics['fold']}", version_table(cfg, metrics, others), per_attribute_table(metrics),
              history_table(history),
              f"## Sample inference (OOF, {metrics['final']} + val thresholds)\n```\n" + "\n".join(samples) + "\n```",
              "## FP audit — most confident errors\n```\n" + "\n".join(audit) + "\n```\n![fp audit](fp_audit.png)",

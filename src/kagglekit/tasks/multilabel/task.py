@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from kagglekit import paths
 from kagglekit.cv import fold_ids, get_or_make_folds
-from kagglekit.engine.checkpoint import load_checkpoint
 from kagglekit.engine.distributed import local_device
+from kagglekit.io import load_json
 from kagglekit.engine.swa import average_checkpoints, recompute_batchnorm
 from kagglekit.metrics.classification import multiclass_report, multilabel_report
 from kagglekit.oof import Manifest, PredictionWriter
@@ -245,7 +245,14 @@ class MultiLabelTask:
         if top:
             tile_images([self.root / ids[i] for i in top], [f"{truth[i]}→{pred[i]}" for i in top], fold_dir / "fp_audit.png")
         params = sum(p.numel() for p in self.build_model().parameters()) / 1e6
-        write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params)
+        others = {}
+        for name in self.cfg.compare_to:
+            path = fold_dir.parent.parent / name / fold_dir.name / "metrics.json"
+            if path.exists():
+                others[name] = load_json(path)["versions"]["best"]
+            else:
+                log.info("compare_to %s: %s not found, left out of the version table", name, path)
+        write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params, others)
 
     def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
         from kagglekit.io import save_json, write_text
