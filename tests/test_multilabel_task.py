@@ -93,3 +93,21 @@ def test_state_rules():
     assert door.state_of([0, 0]) == "unknown"
     with pytest.raises(ValueError, match="expected 2"):
         parse_states(("1=open",), ["has_open", "has_close"])
+
+
+def test_backbone_weights_load_from_a_local_file_only(tmp_path):
+    import torch
+    from kagglekit.tasks.multilabel.model_wrap import TimmClassifier, load_backbone_weights
+    torch.manual_seed(0)
+    source = TimmClassifier("resnet10t", num_classes=1000)
+    torch.save(source.model.state_dict(), tmp_path / "resnet10t.pth")
+    target = TimmClassifier("resnet10t", num_classes=5, loss="focal")
+    n = load_backbone_weights(target, str(tmp_path / "resnet10t.pth"))
+    assert n > 10
+    torch.testing.assert_close(target.model.conv1[0].weight, source.model.conv1[0].weight)
+    assert target.model.fc.weight.shape == (5, 512)  # the head keeps its own shape
+    torch.save({"nothing.weight": torch.zeros(2)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_backbone_weights(target, str(tmp_path / "bad.pth"))
+    out = target({"image": torch.randn(2, 3, 64, 64), "target": torch.tensor([[1, 0, -1, 1, 0], [0, -1, -1, 1, 1]]).float()})
+    assert torch.isfinite(out["loss"])
