@@ -102,3 +102,16 @@ def test_per_row_predictions_any_rank(tmp_path):
     assert merged.probs.shape == (6, 4) and merged.targets.shape == (6,)
     np.testing.assert_allclose(merged.probs, probs[::-1].astype(np.float16))
     np.testing.assert_array_equal(merged.targets, targets[::-1])
+
+
+def test_writer_context_commits_or_discards(tmp_path):
+    probs = np.full((2, 3, 4, 5), 0.5, np.float32)
+    with PredictionWriter(tmp_path / "ok", manifest(0, 2), with_targets=False) as w:
+        w.write(["a", "b"], probs)
+    assert read_predictions(tmp_path / "ok").ids == ["a", "b"]
+    with pytest.raises(RuntimeError):
+        with PredictionWriter(tmp_path / "bad", manifest(0, 2), with_targets=False) as w:
+            w.write(["a"], probs[:1])
+            raise RuntimeError("killed mid-write")
+    assert not list((tmp_path / "bad").glob("*")) or not (tmp_path / "bad" / "manifest.json").exists()
+    assert not list((tmp_path / "bad").glob("*.tmp"))

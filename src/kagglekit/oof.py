@@ -136,6 +136,16 @@ class PredictionWriter:
         if self.targets is not None:
             self.targets.abort()
 
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Commit when the block finished, discard the temp files when it raised."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
 
 @dataclass
 class StoredPredictions:

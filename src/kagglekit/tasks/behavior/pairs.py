@@ -146,16 +146,11 @@ class PairBehaviorTask(BehaviorTask):
         n, actions = sum(len(p) for p in probs), self.actions
         manifest = Manifest(self.cfg.name, fold, kind, actions, 1.0, "float16", [n, len(actions)], [],
                             [f"window{self.cfg.window}-stride{self.cfg.infer_stride}"])
-        writer = PredictionWriter(directory, manifest, with_targets=kind == "oof",
-                                  target_shape=(n, len(actions)) if kind == "oof" else None)
-        try:
+        with PredictionWriter(directory, manifest, with_targets=kind == "oof",
+                              target_shape=(n, len(actions)) if kind == "oof" else None) as writer:
             for s, p in zip(seqs, probs):
                 targets = None if kind != "oof" else np.where(s.labels < 0, NOT_LABELLED, s.labels).astype(np.uint8)
                 writer.write([f"{s.key}:{t}" for t in range(len(p))], p, targets)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
 
     def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
         _, valid_ids = fold_ids(self.folds(), fold, "id")

@@ -163,15 +163,10 @@ class GroupedBehaviorTask(BehaviorTask):
         n = sum(len(p) for p in probs)
         manifest = Manifest(self.cfg.name, fold, kind, list(GROUP_NAMES), 1.0, "float16", [n, len(GROUP_NAMES)], [],
                             [f"window{self.cfg.window}-stride{self.cfg.infer_stride}"], 1.0, "f1_macro", metric)
-        writer = PredictionWriter(directory, manifest, with_targets=kind == "oof")
-        try:
+        with PredictionWriter(directory, manifest, with_targets=kind == "oof") as writer:
             for video, p in zip(videos, probs):
                 ids = [f"{video.video_id}:{t}" for t in range(len(p))]
                 writer.write(ids, p, None if kind != "oof" else video.labels.astype(np.uint8))
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
 
     def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
         _, valid_ids = fold_ids(self.folds(), fold, "id")

@@ -216,9 +216,8 @@ class MultiLabelTask:
     def _write_oof(self, directory: Path, fold: int, probs: np.ndarray, targets: np.ndarray, ids: list[str]) -> None:
         manifest = Manifest(self.cfg.name, fold, "oof", self.labels, 1.0, "float16", list(probs.shape), [])
         t = np.where(targets < 0, 255, targets).astype(np.uint8)
-        writer = PredictionWriter(directory, manifest, with_targets=True, target_shape=t.shape)
-        writer.write(ids, probs, t)
-        writer.commit()
+        with PredictionWriter(directory, manifest, with_targets=True, target_shape=t.shape) as writer:
+            writer.write(ids, probs, t)
 
     # ---- reports ------------------------------------------------------------------------------
     def _states(self, probs: np.ndarray, targets: np.ndarray, thresholds: Sequence[float]) -> tuple[list[str], list[str]]:

@@ -165,13 +165,9 @@ class SegmentationTask:
         ids = self._ids("test")
         dataset = self._dataset(ids, "test", False, with_labels=False)
         orig_hw = tuple(int(v) for v in dataset[0]["orig_size"])
-        writer = PredictionWriter(fold_dir / "test", self._manifest(fold, "test", len(ids), orig_hw, temperature), with_targets=False)
-        try:
+        manifest = self._manifest(fold, "test", len(ids), orig_hw, temperature)
+        with PredictionWriter(fold_dir / "test", manifest, with_targets=False) as writer:
             P.predict_test(forward, self._loader(dataset), self._tta(), temperature, self.cfg.oof_scale, writer, self.device)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
 
     # ---- reports and the experiment epilogue ---------------------------------------------------
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
