@@ -25,8 +25,8 @@ from kagglekit.cli import main as exp_main
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 from kagglekit.workflow import bundle as B
 
-TINY = ["n_folds=2", "epochs=1", "demo_train=12", "demo_test=3", "input_h=64", "input_w=96", "crop_h=64", "crop_w=96",
-        "infer_h=64", "infer_w=96", "tta_scales=0.75,1.0", "temperatures=0.7,1.0", "batch_size=4", "valid_batch_size=3",
+TINY = ["n_folds=2", "epochs=1", "demo_train=8", "demo_test=3", "input_h=64", "input_w=96", "crop_h=64", "crop_w=96",
+        "infer_h=64", "infer_w=96", "tta_scales=0.75,1.0", "temperatures=0.7,1.0", "batch_size=4", "valid_batch_size=4",
         "num_workers=0"]
 EXPS = (SegmentationConfig(name="seg_a", use_depth_input=True), SegmentationConfig(name="seg_b", boundary_weight=2.0))
 
