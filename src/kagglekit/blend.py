@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -37,6 +38,7 @@ class EnsembleConfig:
     infer_w: int = 0
     max_pixels_per_image: int = 4096  # search on a fixed pixel subsample; final score on all pixels
     seed: int = 0
+    wait_seconds: int = 0  # folds trained elsewhere: wait until every member's experiment summary exists
 
     def demo(self) -> "EnsembleConfig":
         return replace(self, output_dir="output/demo", submissions_dir="submissions/demo", infer_h=0, infer_w=0)
@@ -71,6 +73,21 @@ def repredict_member(cfg: EnsembleConfig, member_cfg: Any, src: Path, dst: Path)
         log.info("re-predicting %s fold %d with TTA %s", member_cfg.name, fold, cfg.tta_scales)
         save_json(out / "metrics.json", task.finalize(model, fold, out))
     return dst
+
+
+def wait_for_members(root: Path, members: Sequence[str], seconds: int, poll: float = 5.0) -> None:
+    """Folds may be training on other machines into a shared output/: poll until each member's
+    experiment-level ``metrics.json`` (written after its last fold) exists, or give up with the
+    list of members still missing. ``seconds=0`` checks once (the missing-fold errors come later)."""
+    deadline = time.monotonic() + seconds
+    while seconds > 0:
+        missing = [m for m in members if not (root / m / "metrics.json").exists()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise OOFError(f"waited {seconds}s; experiments {missing} have not finished all folds in {root}")
+        log.info("waiting for %s to finish all folds", missing)
+        time.sleep(poll)
 
 
 def check_aligned(names: Sequence[str], stores: Sequence[StoredPredictions]) -> None:
@@ -111,6 +128,7 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     if cfg.method not in ("slsqp", "greedy"):
         raise ConfigError(f"method {cfg.method!r} unknown; use slsqp or greedy")
     root = Path(cfg.output_dir or paths.output_root())
+    wait_for_members(root, cfg.members, cfg.wait_seconds)
     out = root / "ensemble" / cfg.name
     prepare_out_dir(out, overwrite)
     configs = [member_config(root, m) for m in cfg.members]
