@@ -49,6 +49,18 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete temp files left by writers that were killed mid-write (``.<name>.*.tmp`` from
+    :func:`atomic_open` and the OOF array writers). Call only when no writer is active there
+    (e.g. when a run resumes its own fold folder). Returns what was removed."""
+    removed = []
+    for path in Path(directory).rglob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_open(path, "w") as fh:
         fh.write(text)

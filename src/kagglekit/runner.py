@@ -18,7 +18,7 @@ from kagglekit.config import ConfigError, ExperimentConfig, config_hash, save_co
 from kagglekit.engine import distributed as dist_utils
 from kagglekit.engine.fit import Evaluator, FitSettings, fit
 from kagglekit.engine.seed import seed_everything
-from kagglekit.io import load_json, save_json
+from kagglekit.io import load_json, remove_stale_temps, save_json
 
 log = logging.getLogger("kagglekit")
 
@@ -63,6 +63,9 @@ def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrit
         return
     if not resume:
         raise FileExistsError(f"{fold_dir} already exists; pass --resume to continue it or --overwrite to start again")
+    if dist_utils.is_main():
+        for path in remove_stale_temps(fold_dir):
+            log.warning("--resume: removed %s left by an interrupted write", path)
     saved = load_json(fold_dir / "config.json").get("config_hash") if (fold_dir / "config.json").exists() else None
     if saved is not None and saved != config_hash(cfg):
         raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config; "
