@@ -1,5 +1,5 @@
-"""A real segmentation training run killed with SIGKILL mid-epoch, then ``--resume``d, ends
-bit-identical (weights, history, OOF) to an uninterrupted run with the same seed."""
+"""Real training runs (segmentation and behaviour) killed with SIGKILL mid-epoch, then
+``--resume``d, end bit-identical (weights, history, OOF) to an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import os
@@ -16,14 +16,18 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["n_folds=2", "epochs=4", "demo_train=10", "demo_test=2", "input_h=64", "input_w=96", "crop_h=64", "crop_w=96",
-        "infer_h=64", "infer_w=96", "tta_scales=1.0", "temperatures=1.0", "batch_size=2", "valid_batch_size=2",
-        "deterministic=true"]
+RUNS = {
+    "segmentation": ("exp093_5", ["n_folds=2", "epochs=4", "demo_train=10", "demo_test=2", "input_h=64", "input_w=96",
+                                  "crop_h=64", "crop_w=96", "infer_h=64", "infer_w=96", "tta_scales=1.0",
+                                  "temperatures=1.0", "batch_size=2", "valid_batch_size=2", "deterministic=true"]),
+    "behaviour": ("mabe_v6", ["n_folds=2", "epochs=12", "demo_videos=12", "demo_frames=900", "batch_size=8",
+                              "conv_channels=32,64", "lstm_hidden=64", "deterministic=true"]),
+}
 
 
-def command(*extra: str) -> list[str]:
-    sets = [a for s in TINY for a in ("--set", s)]
-    return [sys.executable, str(REPO / "exp" / "exp093_5.py"), "--demo", "--fold", "0", *sets, *extra]
+def command(exp: str, items: list[str], *extra: str) -> list[str]:
+    sets = [a for s in items for a in ("--set", s)]
+    return [sys.executable, str(REPO / "exp" / f"{exp}.py"), "--demo", "--fold", "0", *sets, *extra]
 
 
 def env() -> dict[str, str]:
@@ -38,24 +42,27 @@ def history_rows(fold: Path) -> int:
 
 
 @pytest.mark.timeout(900)
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("task", sorted(RUNS))
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, task):
+    exp, items = RUNS[task]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for d in (ref, killed):
         d.mkdir()
-    assert subprocess.run(command(), cwd=ref, env=env(), capture_output=True, timeout=600).returncode == 0
-    fold = killed / "output/demo/exp093_5/fold0"
-    proc = subprocess.Popen(command(), cwd=killed, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert subprocess.run(command(exp, items), cwd=ref, env=env(), capture_output=True, timeout=600).returncode == 0
+    fold = killed / "output/demo" / exp / "fold0"
+    proc = subprocess.Popen(command(exp, items), cwd=killed, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while history_rows(fold) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.0, 0.5))  # somewhere inside epoch 2 (or a checkpoint write)
+        time.sleep(0.02)
+    time.sleep(random.Random(0).uniform(0.0, 0.5))  # somewhere inside a later epoch (or a checkpoint write)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"
-    done_before = history_rows(fold)
-    assert done_before < 4
-    assert subprocess.run(command("--resume"), cwd=killed, env=env(), capture_output=True, timeout=600).returncode == 0
-    a, b = ref / "output/demo/exp093_5/fold0", fold
+    epochs = int(next(i for i in items if i.startswith("epochs=")).split("=")[1])
+    assert history_rows(fold) < epochs
+    resumed = subprocess.run(command(exp, items, "--resume"), cwd=killed, env=env(), capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = ref / "output/demo" / exp / "fold0", fold
     for name in ("best.pt", "last.pt"):
         wa = torch.load(a / "checkpoints" / name, weights_only=True)["model"]
         wb = torch.load(b / "checkpoints" / name, weights_only=True)["model"]
