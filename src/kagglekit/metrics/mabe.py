@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kagglekit.submission.validate import ids_as_str
+
 __all__ = ["mabe_breakdown", "mabe_score", "merge_intervals", "overlap_starts", "parse_behaviors_labeled"]
 
 KEY_COLUMNS = ["video_id", "agent_id", "target_id", "action"]
@@ -68,15 +70,6 @@ def parse_behaviors_labeled(value: Any) -> list[tuple[str, str, str]]:
     return list(out)
 
 
-def _id_str(series: pd.Series) -> pd.Series:
-    """Ids as strings; integral floats print without ``.0`` (1.0 -> "1")."""
-    if pd.api.types.is_float_dtype(series):
-        vals = series.to_numpy()
-        if np.all(np.isnan(vals) | (vals == np.round(vals))):
-            return series.astype("Int64").astype(str)
-    return series.astype(str).str.strip()
-
-
 def _frames(frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
     """(start, stop) int64 (N,); ValueError naming the first bad row."""
     out = []
@@ -98,10 +91,10 @@ def _normalise(frame: pd.DataFrame, columns: list[str], what: str) -> pd.DataFra
     """Typed copy: id/action columns as str, frames int64, positional index."""
     if missing := [c for c in columns if c not in frame.columns]:
         raise ValueError(f"{what} is missing column(s) {missing}; expected {columns}")
-    out = pd.DataFrame({c: _id_str(frame[c]).to_numpy() for c in KEY_COLUMNS})
+    out = pd.DataFrame({c: ids_as_str(frame[c]).to_numpy() for c in KEY_COLUMNS})
     out["start_frame"], out["stop_frame"] = _frames(frame.reset_index(drop=True), what)
     if "lab_id" in columns:
-        out["lab_id"] = _id_str(frame["lab_id"]).to_numpy()
+        out["lab_id"] = ids_as_str(frame["lab_id"]).to_numpy()
         out["behaviors_labeled"] = frame["behaviors_labeled"].to_numpy()
     return out
 

@@ -25,7 +25,7 @@ import pandas as pd
 from kagglekit.io import save_csv
 from kagglekit.metrics.mabe import merge_intervals, overlap_starts, parse_behaviors_labeled
 from kagglekit.submission.rle import SubmissionError
-from kagglekit.submission.validate import CsvLike, _as_str, _check_columns, _listing, _load, _missing
+from kagglekit.submission.validate import CsvLike, ids_as_str, _check_columns, _listing, _load, _missing
 
 __all__ = ["MABE_COLUMNS", "validate_mabe", "write_mabe_submission"]
 
@@ -83,7 +83,7 @@ def _check_numbers(sub: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 
 def _check_ids(sub: pd.DataFrame, known_videos: set[str]) -> list[str]:
     problems = []
-    vids = _as_str(sub["video_id"])
+    vids = ids_as_str(sub["video_id"])
     unknown = ~vids.isin(known_videos).to_numpy()
     if unknown.any():
         problems.append(f"video_id not in the test videos ({_listing(sorted(set(vids[unknown])), 5)}): "
@@ -98,16 +98,16 @@ def _check_ids(sub: pd.DataFrame, known_videos: set[str]) -> list[str]:
 
 def _allowed(sub: pd.DataFrame, videos: pd.DataFrame) -> np.ndarray:
     """(N,) bool: the row's "agent,target,action" is in its video's behaviors_labeled."""
-    allowed = {f"{v}\x1f{a},{t},{b}" for v, bl in zip(_as_str(videos["video_id"]), videos["behaviors_labeled"])
+    allowed = {f"{v}\x1f{a},{t},{b}" for v, bl in zip(ids_as_str(videos["video_id"]), videos["behaviors_labeled"])
                for a, t, b in parse_behaviors_labeled(bl)}
-    key = (_as_str(sub["video_id"]) + "\x1f" + sub["agent_id"].astype(str) + "," + sub["target_id"].astype(str)
+    key = (ids_as_str(sub["video_id"]) + "\x1f" + sub["agent_id"].astype(str) + "," + sub["target_id"].astype(str)
            + "," + sub["action"].astype(str))
     return key.isin(allowed).to_numpy()
 
 
 def _check_overlaps(sub: pd.DataFrame, rows: np.ndarray) -> list[str]:
     """Two actions of one (video, agent, target) on one frame, among ``rows`` (well-formed ones)."""
-    part = sub.iloc[rows].assign(video_id=lambda d: _as_str(d["video_id"]))
+    part = sub.iloc[rows].assign(video_id=lambda d: ids_as_str(d["video_id"]))
     if part.empty:
         return []
     key, _ = pd.factorize(pd.MultiIndex.from_frame(part[["video_id", "agent_id", "target_id", "action"]].astype(str)))
@@ -129,7 +129,7 @@ def _typed(sub: pd.DataFrame) -> pd.DataFrame:
     for col in ("row_id", "start_frame", "stop_frame"):
         out[col] = pd.to_numeric(out[col]).astype(np.int64)
     vids = pd.to_numeric(out["video_id"], errors="coerce")
-    out["video_id"] = vids.astype(np.int64) if vids.notna().all() else _as_str(out["video_id"])
+    out["video_id"] = vids.astype(np.int64) if vids.notna().all() else ids_as_str(out["video_id"])
     for col in ("agent_id", "target_id", "action"):
         out[col] = out[col].astype(str).str.strip()
     return out
@@ -155,7 +155,7 @@ def validate_mabe(submission: CsvLike, videos: pd.DataFrame, *, strict_actions: 
     if not problems and len(sub):
         problems += _check_cells(sub)
         num_problems, ok = _check_numbers(sub)
-        problems += num_problems + _check_ids(sub, set(_as_str(videos["video_id"])))
+        problems += num_problems + _check_ids(sub, set(ids_as_str(videos["video_id"])))
         allowed = _allowed(sub, videos)
         if strict_actions and (~allowed).any():
             problems.append("action not in the video's behaviors_labeled for that agent/target (never scored): "

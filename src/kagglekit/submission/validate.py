@@ -71,7 +71,7 @@ def _missing(series: pd.Series) -> np.ndarray:
     return miss
 
 
-def _as_str(series: pd.Series) -> pd.Series:
+def ids_as_str(series: pd.Series) -> pd.Series:
     """Ids as strings; integral floats (from NaN-promoted int columns) print without ``.0``."""
     if pd.api.types.is_float_dtype(series):
         vals = series.to_numpy()
@@ -93,7 +93,7 @@ class _Context:
 
     def __init__(self, sub: pd.DataFrame, id_col: str, class_col: str | None) -> None:
         self.sub, self.id_col, self.class_col = sub, id_col, class_col
-        self.ids = _as_str(sub[id_col]) if id_col in sub.columns else None
+        self.ids = ids_as_str(sub[id_col]) if id_col in sub.columns else None
 
     def row(self, i: int) -> str:
         parts = []
@@ -240,7 +240,7 @@ def _check_nyuv2(ctx: _Context, image_shape: tuple[int, int]) -> list[str]:
 
 def _format_checks(ctx: _Context, sample: pd.DataFrame, image_shape: tuple[int, int] | None) -> list[str]:
     """Id / RLE / NYUv2 rules, depending on the sample's columns."""
-    sample_ids = _as_str(sample[ctx.id_col])
+    sample_ids = ids_as_str(sample[ctx.id_col])
     rle_cols = [c for c in sample.columns if RLE_MARK in c]
     is_nyuv2 = tuple(sample.columns) == NYUV2_COLUMNS
     if ctx.ids is None:
@@ -260,7 +260,7 @@ def _format_checks(ctx: _Context, sample: pd.DataFrame, image_shape: tuple[int, 
 def _parsed(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str) -> pd.DataFrame:
     """Typed copy: ids as str, numeric columns as numbers (int64 when integral), RLE '' for empty."""
     out = sub.copy()
-    out[id_col] = _as_str(sub[id_col])
+    out[id_col] = ids_as_str(sub[id_col])
     for col in sample.columns:
         if col == id_col:
             continue
