@@ -63,6 +63,7 @@ class BehaviorTask:
         self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
         self.device = local_device(cfg.device)
         self._cache: dict[tuple[str, str], VideoData] = {}
+        self._meta: dict[str, pd.DataFrame] = {}
 
     # ---- data -------------------------------------------------------------------------------
     def prepare_demo(self) -> None:
@@ -72,10 +73,14 @@ class BehaviorTask:
             generate_mabe(self.root, n_videos=self.cfg.demo_videos, n_frames=self.cfg.demo_frames, seed=0)
 
     def metadata(self, split: str) -> pd.DataFrame:
-        path = self.root / f"{split}.csv"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found; put the competition files in {self.root} or run with --demo")
-        return M.load_metadata(path)
+        """Parsed ``<split>.csv``, read once per task: vocabulary, actions and interval building ask
+        for it per sequence (treat the returned frame as read-only)."""
+        if split not in self._meta:
+            path = self.root / f"{split}.csv"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found; put the competition files in {self.root} or run with --demo")
+            self._meta[split] = M.load_metadata(path)
+        return self._meta[split]
 
     @property
     def vocabulary(self) -> list[str]:
