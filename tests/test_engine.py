@@ -215,3 +215,60 @@ def test_weighted_sampler_follows_dataset_weights():
     assert heavy > 0.8  # 400 / 436 of the mass
     again = [int(i) for i in make_loader(ds, 8, train=True, seed=1, epoch=0).sampler]
     assert again == seen[:40]  # seeded per epoch: resume-exact
+
+
+ITER_SETTINGS = FitSettings(**{**SETTINGS.__dict__, "max_iters": 22, "eval_period": 5, "scheduler": "step",
+                               "warmup_iters": 6, "warmup_epochs": 0.0, "lr_milestones": (12, 18), "lr_gamma": 0.1,
+                               "optimizer": "sgd", "momentum": 0.9})
+
+
+def test_iteration_based_run_evaluates_every_period(tmp_path):
+    """22 iterations over a 64-item set with batch 8 cross 2 data passes; 5 periods (5,10,15,20,22)."""
+    run_fit(tmp_path, ITER_SETTINGS)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert list(hist["iter"]) == [5, 10, 15, 20, 22] and list(hist["epoch"]) == [1, 2, 3, 4, 5]
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert last["step"] == 22 and (last["data_epoch"], last["data_offset"]) == (2, 6)  # 22 = 8 + 8 + 6 batches
+    # detectron2 WarmupMultiStepLR: lr at the last step taken (21) is base * 0.1^2
+    assert hist["lr"].iloc[-1] == pytest.approx(0.05 * 0.01)
+    # linear warmup from 0.001·lr over 6 iterations: the lr of step 4 (the period's last)
+    assert hist["lr"].iloc[0] == pytest.approx(0.05 * (0.001 * (1 - 4 / 6) + 4 / 6))
+
+
+def test_iteration_run_resumes_exactly_mid_data_pass(tmp_path):
+    """Killed after period 2 (step 10: mid-way through the second pass) and resumed: same history
+    and weights as the uninterrupted run (the data position is part of the checkpoint)."""
+    full = run_fit(tmp_path / "full", ITER_SETTINGS)
+    run_partial(tmp_path / "part", ITER_SETTINGS, stop_after=2)
+    resumed = run_fit(tmp_path / "part", ITER_SETTINGS, resume=True)
+    a = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds")
+    b = pd.read_csv(tmp_path / "part" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+    for (k, v), (_, w) in zip(full.eval_model.state_dict().items(), resumed.eval_model.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_skip_batches_continues_the_same_pass():
+    from kagglekit.engine.data import make_loader
+    ds = ToyDataset(40, 0)
+    whole = [int(i) for i in make_loader(ds, 8, train=True, seed=2, epoch=1).sampler]
+    rest = [int(i) for i in make_loader(ds, 8, train=True, seed=2, epoch=1, skip_batches=3).sampler]
+    assert rest == whole[24:] and len(set(whole)) == 40
+
+
+def test_repeat_factor_sampler_matches_lvis_rule():
+    """r_i = 2.5 → 2 or 3 copies (mean 2.5); r_i = 1 → exactly once; reproducible per (seed, epoch)."""
+    import numpy as np
+    from kagglekit.engine.data import RepeatFactorSampler, make_loader
+    factors = np.array([1.0] * 30 + [2.5] * 10)
+    counts = np.zeros(40)
+    for epoch in range(200):
+        idx = np.array(list(RepeatFactorSampler(factors, seed=1, epoch=epoch)))
+        c = np.bincount(idx, minlength=40)
+        assert (c[:30] == 1).all() and set(c[30:]) <= {2, 3}
+        counts += c
+    assert counts[30:].mean() / 200 == pytest.approx(2.5, abs=0.05)
+    ds = ToyDataset(40, 0)
+    ds.repeat_factors = factors
+    a = [int(i) for i in make_loader(ds, 8, train=True, seed=1, epoch=3).sampler]
+    assert a == list(RepeatFactorSampler(factors, seed=1, epoch=3)) != list(RepeatFactorSampler(factors, seed=1, epoch=4))

@@ -120,6 +120,23 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def config_differences(cfg: Any, saved: Mapping[str, Any]) -> list[str]:
+    """Keys where ``cfg`` differs from a saved snapshot. A field the snapshot lacks (added to the
+    library after that run) only counts when it is not at its default, so new options never stop
+    an old run from resuming (new behaviour always defaults to the old one)."""
+    current = json.loads(json.dumps(to_dict(cfg), default=str))
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    defaults = json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}, default=str))
+    diffs = []
+    for key, value in current.items():
+        if key in saved:
+            if saved[key] != value:
+                diffs.append(key)
+        elif key not in defaults or defaults[key] != value:
+            diffs.append(key)
+    return diffs
+
+
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Snapshot: every field plus the config class and hash (``output/<exp>/fold<k>/config.json``)."""
     payload = {"config_class": type(cfg).__name__, "config_hash": config_hash(cfg), **to_dict(cfg)}

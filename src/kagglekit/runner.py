@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from kagglekit import paths
-from kagglekit.config import ConfigError, ExperimentConfig, config_hash, save_config
+from kagglekit.config import ConfigError, ExperimentConfig, config_differences, save_config
 from kagglekit.engine import distributed as dist_utils
 from kagglekit.engine.fit import Evaluator, FitSettings, fit
 from kagglekit.engine.seed import seed_everything
@@ -66,9 +66,11 @@ def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrit
     if dist_utils.is_main():
         for path in remove_stale_temps(fold_dir):
             log.warning("--resume: removed %s left by an interrupted write", path)
-    saved = load_json(fold_dir / "config.json").get("config_hash") if (fold_dir / "config.json").exists() else None
-    if saved is not None and saved != config_hash(cfg):
-        raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config; "
+    if not (fold_dir / "config.json").exists():
+        return
+    diffs = config_differences(cfg, load_json(fold_dir / "config.json"))
+    if diffs:
+        raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config in {diffs}; "
                           "resume with the same settings or use --overwrite")
 
 

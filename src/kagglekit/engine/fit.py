@@ -58,15 +58,40 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
 
 
-def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if channels_last and value.ndim == 4 and value.is_floating_point():
-                value = value.contiguous(memory_format=torch.channels_last)
-        out[key] = value
-    return out
+def to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
+    """Tensors moved (4-D float ones to channels_last on request), also inside lists and dicts
+    (detection batches: a list of images and a list of target dicts)."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.ndim == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, dict):
+        return {key: to_device(value, device, channels_last) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device, channels_last) for value in batch)
+    return batch
+
+
+def build_schedule(settings: FitSettings, steps_per_epoch: int) -> LrSchedule:
+    """Epoch-based runs count warmup/milestones in epochs (converted to steps); iteration-based
+    runs (``max_iters > 0``) in optimiser steps, as detectron2's WarmupMultiStepLR does."""
+    iters = settings.max_iters > 0
+    total = settings.max_iters if iters else settings.epochs * steps_per_epoch
+    warmup = settings.warmup_iters if (iters or settings.warmup_iters > 0) else int(round(settings.warmup_epochs * steps_per_epoch))
+    milestones = tuple(m if iters else m * steps_per_epoch for m in settings.lr_milestones)
+    return LrSchedule(settings.scheduler, settings.lr, total, warmup_steps=warmup,
+                      warmup_factor=settings.warmup_factor, min_lr=settings.min_lr,
+                      milestones=milestones, gamma=settings.lr_gamma,
+                      plateau=Plateau(settings.plateau_patience, settings.plateau_factor, settings.monitor_mode))
+
+
+def n_periods(settings: FitSettings) -> int:
+    """How many train+evaluate rounds: epochs, or ceil(max_iters / eval_period) for iteration runs."""
+    if settings.max_iters <= 0:
+        return settings.epochs
+    period = settings.eval_period if settings.eval_period > 0 else settings.max_iters
+    return math.ceil(settings.max_iters / period)
 
 
 class Trainer:
@@ -81,17 +106,16 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.ddp_model = dist_utils.wrap(model, self.device)
-        self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, settings.optimizer)
-        total = settings.epochs * steps_per_epoch
-        self.schedule = LrSchedule(settings.scheduler, settings.lr, total,
-                                   warmup_steps=int(round(settings.warmup_epochs * steps_per_epoch)),
-                                   min_lr=settings.min_lr,
-                                   plateau=Plateau(settings.plateau_patience, settings.plateau_factor, settings.monitor_mode))
+        self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, settings.optimizer,
+                                         momentum=settings.momentum)
+        self.schedule = build_schedule(settings, steps_per_epoch)
         self.dtype = amp_dtype(settings.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = ModelEma(model, settings.ema_decay, settings.ema_warmup) if settings.ema_decay > 0 else None
         self.step = 0
-        self.epoch = 0
+        self.epoch = 0  # epochs, or evaluation periods of an iteration-based run
+        self.data_epoch = 0  # iteration-based runs: pass over the data and batches consumed in it
+        self.data_offset = 0
         self.best_score: float | None = None
         self.best_epoch = -1
         self.bad_epochs = 0
@@ -112,6 +136,7 @@ class Trainer:
             "plateau": self.schedule.plateau.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "step": self.step, "epoch": self.epoch, "best_score": self.best_score,
+            "data_epoch": self.data_epoch, "data_offset": self.data_offset,
             "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "history": self.history, "rng": capture_rng(),
         }
@@ -125,6 +150,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         for key in ("step", "epoch", "best_score", "best_epoch", "bad_epochs", "history"):
             setattr(self, key, state[key])
+        self.data_epoch, self.data_offset = state.get("data_epoch", 0), state.get("data_offset", 0)
         restore_rng(state["rng"])
 
     def train_step(self, batch: dict[str, Any], micro: int, n_micro: int) -> float:
@@ -202,6 +228,38 @@ def _train_epoch(trainer: Trainer, dataset: Dataset) -> float:
     return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
 
 
+def _train_iters(trainer: Trainer, dataset: Dataset) -> float:
+    """Iteration-based training up to the next evaluation point. The data stream is a sequence of
+    seeded passes; ``(data_epoch, data_offset)`` in the checkpoint say where it stands, so a
+    resumed run draws exactly the batches the uninterrupted one would have."""
+    s = trainer.s
+    period = s.eval_period if s.eval_period > 0 else s.max_iters
+    end = min(s.max_iters, (trainer.step // period + 1) * period)
+    n_micro = (end - trainer.step) * s.accum_steps
+    per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
+    trainer.ddp_model.train()
+    total, done = 0.0, 0
+    bar = tqdm(total=n_micro, desc=f"iter {trainer.step}->{end}/{s.max_iters}", leave=False,
+               disable=not dist_utils.is_main())
+    while done < n_micro:
+        loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.data_epoch,
+                             num_workers=s.num_workers, skip_batches=trainer.data_offset)
+        if trainer.data_offset == 0 and len(loader) == 0:
+            raise ValueError(f"training set of {len(dataset)} items gives no batch of {per_rank_batch}; lower batch_size")
+        for batch in loader:
+            total += trainer.train_step(batch, done, n_micro)
+            trainer.data_offset += 1
+            done += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / done:.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
+            if done >= n_micro:
+                break
+        else:
+            trainer.data_epoch, trainer.data_offset = trainer.data_epoch + 1, 0
+    bar.close()
+    return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
+
+
 def steps_per_epoch(n_train: int, settings: FitSettings) -> int:
     per_rank_batch = max(1, settings.batch_size // dist_utils.world_size())
     micro = max(1, n_train // per_rank_batch // dist_utils.world_size())
@@ -212,7 +270,7 @@ def steps_per_epoch(n_train: int, settings: FitSettings) -> int:
 
 def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: Callable[[], Evaluator],
         settings: FitSettings, ckpt_dir: Path, history_path: Path, resume: bool = False) -> FitResult:
-    """Train for ``settings.epochs``; writes ``ckpt_dir/{last,best}.pt`` and ``history_path`` each
+    """Train for ``settings.epochs`` (or ``max_iters`` optimiser steps); writes ``ckpt_dir/{last,best}.pt`` and ``history_path`` each
     epoch (atomically). ``best.pt`` holds the weights that were evaluated (EMA when enabled)."""
     trainer = Trainer(model, settings, steps_per_epoch(len(train_ds), settings))
     last = ckpt_dir / "last.pt"
@@ -220,7 +278,7 @@ def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: 
         trainer.load_state_dict(load_checkpoint(last, trainer.device))
         log.info("resumed from %s at epoch %d, step %d", last, trainer.epoch, trainer.step)
     stopped = False
-    while trainer.epoch < settings.epochs and not stopped:
+    while trainer.epoch < n_periods(settings) and not stopped:
         stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path)
     dist_utils.barrier()
     best = load_checkpoint(ckpt_dir / "best.pt", trainer.device)
@@ -233,7 +291,7 @@ def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_eval
                history_path: Path) -> bool:
     s = trainer.s
     t0 = time.perf_counter()
-    train_loss = _train_epoch(trainer, train_ds)
+    train_loss = _train_iters(trainer, train_ds) if s.max_iters > 0 else _train_epoch(trainer, train_ds)
     valid_loader = make_loader(valid_ds, s.batch_size, train=False, seed=s.seed, epoch=0, num_workers=s.num_workers)
     metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.device,
                        trainer.channels_last, trainer.autocast)
@@ -241,7 +299,7 @@ def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_eval
         raise KeyError(f"monitor {s.monitor!r} not among validation metrics {sorted(metrics)}; set monitor=<one of them>")
     score = metrics[s.monitor]
     trainer.schedule.end_of_epoch(score)
-    row = {"epoch": trainer.epoch + 1, "train_loss": train_loss, **metrics,
+    row = {"epoch": trainer.epoch + 1, **({"iter": trainer.step} if s.max_iters > 0 else {}), "train_loss": train_loss, **metrics,
            "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
     trainer.history.append(row)
     improved = trainer.improved(score)

@@ -15,7 +15,8 @@ from torch import nn
 SCHEDULES = ("cosine", "plateau", "constant", "step")
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, kind: str = "adamw", momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, kind: str = "adamw",
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
     """AdamW/SGD with no weight decay on biases and normalisation weights (1-D tensors), the
     usual practice (e.g. timm ``param_groups_weight_decay``)."""
     decay, no_decay = [], []

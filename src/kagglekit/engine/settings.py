@@ -31,3 +31,12 @@ class FitSettings:
     max_steps_per_epoch: int = 0  # 0 = full epoch
     device: str = "auto"
     keep_epoch_checkpoints: int = 0  # keep the live weights of the last N epochs (epochNNN.pt) for SWA-N
+    momentum: float = 0.9  # SGD only
+    # Iteration-based runs (detectron2 style): max_iters > 0 trains for that many optimiser steps,
+    # evaluating + checkpointing every eval_period steps (one history row = one period; 0 = at the end).
+    max_iters: int = 0
+    eval_period: int = 0
+    warmup_iters: int = 0  # > 0 overrides warmup_epochs
+    warmup_factor: float = 0.001  # lr starts at warmup_factor * lr and rises linearly
+    lr_milestones: tuple[int, ...] = ()  # scheduler="step": iterations (max_iters > 0) or epochs
+    lr_gamma: float = 0.1

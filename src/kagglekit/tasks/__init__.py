@@ -39,7 +39,18 @@ def _multilabel_config() -> type:
     return MultiLabelConfig
 
 
+def _detection(cfg: Any) -> Any:
+    from kagglekit.tasks.detection.task import DetectionTask
+    return DetectionTask(cfg)
+
+
+def _detection_config() -> type:
+    from kagglekit.tasks.detection.config import DetectionConfig
+    return DetectionConfig
+
+
 TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation, "behavior": _behavior,
-                                          "multilabel": _multilabel}
+                                          "multilabel": _multilabel, "detection": _detection}
 CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config,  # task → config class
-                                          "behavior": _behavior_config, "multilabel": _multilabel_config}
+                                          "behavior": _behavior_config, "multilabel": _multilabel_config,
+                                          "detection": _detection_config}
