@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
 
-.PHONY: venv demo demo-mabe test test-slow bench clean-demo
+.PHONY: venv demo demo-mabe demo-detection test test-slow bench clean-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ demo-mabe: venv
 	$(PY) exp/mabe_v7.py --demo --fold all --overwrite --set view=pairs --set pair_features=true --set class_weights=
 	$(PY) ensemble.py --demo --overwrite --exps mabe_v6_pairs mabe_v7 --method greedy --name mabe_blend
 
+# The detection track on COCO128 (or generated shapes): seed 004's three runs and a WBF ensemble.
+demo-detection: venv
+	$(PY) exp/frcnn_run0.py --demo --overwrite
+	$(PY) exp/frcnn_run1.py --demo --overwrite
+	$(PY) exp/frcnn_run2.py --demo --overwrite
+	$(PY) ensemble.py --demo --overwrite --exps frcnn_run0 frcnn_run1 --method greedy --name frcnn_blend
+
 test: venv
 	$(PY) -m pytest -q -m "not slow"
 
@@ -41,6 +48,7 @@ bench: venv
 	$(PY) bench/bench_miou.py
 	$(PY) bench/bench_ensemble.py
 	$(PY) bench/bench_tta.py
+	$(PY) bench/bench_coco_eval.py
 
 clean-demo:
-	rm -rf input/nyuv2_demo input/mabe_demo output/demo submissions/demo
+	rm -rf input/nyuv2_demo input/mabe_demo input/coco128_demo input/shapes_demo output/demo submissions/demo

@@ -43,7 +43,7 @@ def in_tmp(tmp_path):
 def test_coco128_loss_falls_and_evaluation_runs_end_to_end(in_tmp):
     """Overfit the 'person' class of real COCO128 for 36 iterations: the period-mean training loss
     falls; validation COCO AP, TTA, results files and the seed-shaped report are produced."""
-    coco128 = require_shared("coco128")
+    require_shared("coco128")  # the demo reads it in place
     cfg = DetectionConfig(name="frcnn_t", anchor_sizes=RUN1_ANCHORS)
     extra = ["max_iters=36", "eval_period=12", "lr_milestones=30", "class_subset=person", "tta_sizes=128,160",
              "tta_merge=wbf", "keep_epoch_checkpoints=0", "num_workers=0"]
@@ -81,6 +81,8 @@ def test_shapes_yolo_demo_kfold_oof_covers_train(in_tmp, monkeypatch):
     assert sorted(folds["id"]) == sorted(im["id"] for im in train["images"])
     summary = json.loads((in_tmp / "output/demo/frcnn_k/metrics.json").read_text())
     assert summary["folds"] == 2 and "AP" in summary["val"] and len(summary["fold_AP"]) == 2
+    assert "AP" in summary["test"]  # the two fold models' test boxes fused by WBF
+    assert (in_tmp / "output/demo/frcnn_k/evaluation/test/coco_instances_results.json").exists()
     seen = []
     for k in range(2):
         oof = json.loads((in_tmp / f"output/demo/frcnn_k/fold{k}/oof/detections.json").read_text())

@@ -257,4 +257,11 @@ class DetectionTask:
         covered = sorted({im["id"] for f in range(len(folds)) for im in self.fold_split(f)[2]["images"]})
         summary["val"] = self.evaluate_split(oof, select_images(train, covered), exp_dir / "evaluation" / "oof")
         summary["fold_AP"] = [f["val"].get("AP") for f in folds]
+        test, fold_tests = self.coco("test"), sorted(exp_dir.glob("fold*/evaluation/test/coco_instances_results.json"))
+        if test is not None and fold_tests:
+            from kagglekit.tasks.detection.blend import by_image, fuse  # the fold models' test boxes, WBF-fused
+            members = [by_image(load_json(p), self.cat_ids) for p in fold_tests]
+            fused = fuse(members, test["images"], np.full(len(members), 1.0 / len(members)), self.cat_ids,
+                         self.cfg.tta_iou, self.cfg.detections_per_image)
+            summary["test"] = self.evaluate_split(fused, test, exp_dir / "evaluation" / "test")
         return summary
