@@ -54,7 +54,8 @@ def main(cfg: ExperimentConfig, argv: Sequence[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # random-init nets run ~20x slower on CPU with denormals
     from kagglekit import runner
     from kagglekit.engine.checkpoint import CheckpointError
-    from kagglekit.engine.fit import NonFiniteLossError
+    from kagglekit.io import DiskFullError
+    from kagglekit.engine.fit import NonFiniteLossError, OutOfMemory
     try:
         cfg, args = resolve_config(cfg, argv)
         folds = parse_folds(args.fold, cfg.n_folds)
@@ -67,7 +68,8 @@ def main(cfg: ExperimentConfig, argv: Sequence[str] | None = None) -> int:
         summary = runner.finish_experiment(cfg)
         if summary:
             log.info("experiment %s: %s", cfg.name, summary)
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError, NonFiniteLossError, CheckpointError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError, NonFiniteLossError, CheckpointError, OutOfMemory,
+            DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

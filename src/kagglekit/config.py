@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -55,6 +56,8 @@ def _cast_int(key: str, raw: str) -> int:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"--set {key}={raw}: expected int") from None
+    if not math.isfinite(value):  # inf / nan / more than 4300 digits: not "a fraction"
+        raise ConfigError(f"--set {key}={raw}: expected int, got a non-finite or too large number")
     if not value.is_integer():
         raise ConfigError(f"--set {key}={raw}: expected int, got a fraction")
     return int(value)

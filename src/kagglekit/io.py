@@ -3,15 +3,19 @@ through here, so a killed process leaves either the old complete file or the new
 
 Recipe: write to a temp file in the same directory, flush + fsync, then ``os.replace`` (atomic on
 POSIX within one filesystem), then fsync the directory so the rename itself is durable.
+
+A full disk (``ENOSPC``/``EDQUOT``) while writing raises :class:`DiskFullError` naming the path;
+the temp file is removed and the previous file (if any) is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,27 +29,55 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+class DiskFullError(OSError):
+    """No space left (``ENOSPC``) or quota exceeded (``EDQUOT``) while writing a file; the message
+    names the file, the temp file is gone and the previous version of the file is unchanged."""
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _disk_full(path: Path, existed: bool, code: int) -> DiskFullError:
+    kept = "the previous file is unchanged" if existed else "no file was written"
+    return DiskFullError(code, f"while writing {path}: disk full ({errno.errorcode.get(code, code)}); "
+                               f"free space and retry; {kept}")
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb",
+                before_replace: Callable[[], None] | None = None) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically.
 
-    On any exception the temp file is removed and ``path`` is left untouched.
+    On any exception (or a kill) the temp file is removed (or left as ``.<name>.*.tmp`` for
+    :func:`remove_stale_temps`) and ``path`` is left untouched. ``before_replace`` runs once the
+    temp file is complete and fsynced, just before the rename (checkpoints write their manifest
+    there). A full disk raises :class:`DiskFullError` naming ``path``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(path, existed, exc.errno) from exc
+        raise
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and exc.errno in _DISK_FULL:
+            raise _disk_full(path, existed, exc.errno) from exc
         raise
 
 

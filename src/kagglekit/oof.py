@@ -140,11 +140,15 @@ class PredictionWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        """Commit when the block finished, discard the temp files when it raised."""
-        if exc_type is None:
-            self.commit()
-        else:
+        """Commit when the block finished, discard the temp files when it (or the commit) raised."""
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
 
 
 @dataclass

@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from kagglekit.engine import distributed as dist_utils
-from kagglekit.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from kagglekit.engine.checkpoint import (CheckpointError, capture_rng, load_checkpoint, remove_checkpoint, restore_rng,
+                                         rotate_checkpoint, save_checkpoint)
 from kagglekit.engine.data import make_loader
 from kagglekit.engine.ema import ModelEma
 from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
@@ -34,6 +35,16 @@ log = logging.getLogger("kagglekit.fit")
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf; the message names the step; earlier checkpoints are untouched."""
+
+
+class OutOfMemory(RuntimeError):
+    """The accelerator ran out of memory (``torch.OutOfMemoryError``); the message names the step
+    and what to lower. Nothing of the failed epoch is written; earlier checkpoints are untouched."""
+
+
+def _oom_text(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()
+    return first[0] if first else "out of memory"
 
 
 class Evaluator(Protocol):
@@ -155,18 +166,28 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any], micro: int, n_micro: int) -> float:
         """One micro-batch; the optimiser steps every ``accum_steps`` micro-batches (and at the end)."""
-        with self.autocast():
-            out = self.ddp_model(to_device(batch, self.device, self.channels_last))
-        loss = out["loss"]
-        if not torch.isfinite(loss.detach()):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
-                "stopped before writing anything, the last good checkpoint is kept. "
-                "Try a lower lr, grad_clip, or amp=bf16/none.")
-        self.scaler.scale(loss / self.s.accum_steps).backward()
-        if (micro + 1) % self.s.accum_steps == 0 or micro + 1 == n_micro:
-            self._optimizer_step()
-        return float(loss.detach())
+        try:
+            with self.autocast():
+                out = self.ddp_model(to_device(batch, self.device, self.channels_last))
+            loss = out["loss"]
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
+                    "stopped before writing anything, the last good checkpoint is kept. "
+                    "Try a lower lr, grad_clip, or amp=bf16/none.")
+            self.scaler.scale(loss / self.s.accum_steps).backward()
+            if (micro + 1) % self.s.accum_steps == 0 or micro + 1 == n_micro:
+                self._optimizer_step()
+            return float(loss.detach())
+        except torch.OutOfMemoryError as exc:
+            reason = _oom_text(exc)
+            out = loss = None  # noqa: F841 -- drop the failed step's graph before raising
+        # raised outside the except block: no __context__ keeping the failed frames' tensors alive
+        raise OutOfMemory(
+            f"{reason} (on {self.device}) at step {self.step} (epoch {self.epoch}, micro-batch {micro + 1}/{n_micro}) "
+            f"with batch_size={self.s.batch_size}, accum_steps={self.s.accum_steps}; lower batch_size (raise "
+            "accum_steps to keep the effective batch), the image/crop size, or the number of TTA views; "
+            "stopped before writing anything, the last good checkpoint is kept.")
 
     def _optimizer_step(self) -> None:
         self.schedule.apply(self.optimizer, self.step)
@@ -192,10 +213,19 @@ def evaluate(model: nn.Module, loader, evaluator: Evaluator, device: torch.devic
     """Run ``model`` over ``loader``; ``valid_loss`` is the mean of the batches' ``loss``."""
     model.eval()
     total, count = 0.0, 0
-    for batch in tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main()):
+    for i, batch in enumerate(tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main())):
         batch = to_device(batch, device, channels_last)
-        with autocast():
-            out = model(batch)
+        reason = None
+        try:
+            with autocast():
+                out = model(batch)
+        except torch.OutOfMemoryError as exc:
+            reason = _oom_text(exc)
+        if reason is not None:  # raised outside the except block: no __context__ keeping tensors alive
+            raise OutOfMemory(f"{reason} (on {device}) in validation batch {i + 1} "
+                              f"(batch_size={getattr(loader, 'batch_size', None)}); lower batch_size, the "
+                              "image/inference size, or the number of TTA views; stopped before writing "
+                              "anything, the last good checkpoint is kept.")
         n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
         if "loss" in out:
             total += float(out["loss"]) * n
@@ -260,6 +290,12 @@ def _train_iters(trainer: Trainer, dataset: Dataset) -> float:
     return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
 
 
+def epoch_length(dataset: Dataset) -> int:
+    """Items drawn per pass: ``len`` or, with repeat factors, their (expected) sum."""
+    factors = getattr(dataset, "repeat_factors", None)
+    return len(dataset) if factors is None else max(1, int(round(float(sum(factors)))))
+
+
 def steps_per_epoch(n_train: int, settings: FitSettings) -> int:
     per_rank_batch = max(1, settings.batch_size // dist_utils.world_size())
     micro = max(1, n_train // per_rank_batch // dist_utils.world_size())
@@ -271,12 +307,19 @@ def steps_per_epoch(n_train: int, settings: FitSettings) -> int:
 def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: Callable[[], Evaluator],
         settings: FitSettings, ckpt_dir: Path, history_path: Path, resume: bool = False) -> FitResult:
     """Train for ``settings.epochs`` (or ``max_iters`` optimiser steps); writes ``ckpt_dir/{last,best}.pt`` and ``history_path`` each
-    epoch (atomically). ``best.pt`` holds the weights that were evaluated (EMA when enabled)."""
-    trainer = Trainer(model, settings, steps_per_epoch(len(train_ds), settings))
-    last = ckpt_dir / "last.pt"
-    if resume and last.exists():
-        trainer.load_state_dict(load_checkpoint(last, trainer.device))
-        log.info("resumed from %s at epoch %d, step %d", last, trainer.epoch, trainer.step)
+    epoch (atomically). ``best.pt`` holds the weights that were evaluated (EMA when enabled).
+
+    ``resume``: continue from ``last.pt``, or from ``last_prev.pt`` (the epoch before, with a
+    warning) when ``last.pt`` is missing or fails its sha256 manifest; the history is cut back to the
+    resume point. Neither usable: :class:`CheckpointError` naming both."""
+    trainer = Trainer(model, settings, steps_per_epoch(epoch_length(train_ds), settings))
+    if resume:
+        state, source = _load_resume_point(ckpt_dir, trainer.device)
+        if state is not None:
+            trainer.load_state_dict(state)
+            log.info("resumed from %s at epoch %d, step %d", source, trainer.epoch, trainer.step)
+            if dist_utils.is_main():  # drop rows of epochs after the resume point (kill before last.pt)
+                save_csv(history_path, pd.DataFrame(trainer.history))
     stopped = False
     while trainer.epoch < n_periods(settings) and not stopped:
         stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path)
@@ -285,6 +328,31 @@ def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: 
     trainer.eval_model.load_state_dict(best["model"])
     return FitResult(trainer.best_score, trainer.best_epoch, pd.DataFrame(trainer.history),
                      trainer.eval_model, stopped)
+
+
+RESUME_POINTS = ("last.pt", "last_prev.pt")
+
+
+def _load_resume_point(ckpt_dir: Path, device: torch.device) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest resume point that loads and verifies: ``last.pt``, else ``last_prev.pt`` (the one
+    before, kept by :func:`_write_epoch_outputs`) with a warning. (None, None) when neither exists
+    (a fresh start); :class:`CheckpointError` naming both when neither is usable."""
+    paths = [ckpt_dir / name for name in RESUME_POINTS]
+    if not any(p.exists() for p in paths):
+        return None, None
+    problems = []
+    for path in paths:
+        try:
+            state = load_checkpoint(path, device)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            log.warning("resume: %s; resuming from the previous resume point %s instead (epochs after it are redone)",
+                        "; ".join(problems), path)
+        return state, path
+    raise CheckpointError(f"cannot resume from {paths[0]} nor {paths[1]}: " + "; ".join(problems)
+                          + f". Delete {ckpt_dir} (or run with --overwrite) to start again")
 
 
 def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_evaluator, ckpt_dir: Path,
@@ -317,7 +385,10 @@ def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_eval
 
 
 def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, history_path: Path) -> None:
-    """Order matters for crash safety: best first, then history, then last (the resume point)."""
+    """Order matters for crash safety: best first, then history, then last (the resume point).
+
+    The verified ``last.pt`` is first moved to ``last_prev.pt``, so a ``last.pt`` found corrupted
+    on resume falls back to the point before it; a kill between the two leaves ``last_prev.pt``."""
     if improved:
         save_checkpoint(ckpt_dir / "best.pt", {"model": trainer.eval_model.state_dict(),
                                                 "epoch": trainer.epoch, "score": trainer.best_score})
@@ -325,5 +396,6 @@ def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, histo
     if trainer.s.keep_epoch_checkpoints > 0:
         save_checkpoint(ckpt_dir / f"epoch{trainer.epoch:03d}.pt", {"model": trainer.model.state_dict(), "epoch": trainer.epoch})
         for old in sorted(ckpt_dir.glob("epoch[0-9][0-9][0-9].pt"))[:-trainer.s.keep_epoch_checkpoints]:
-            old.unlink()
-    save_checkpoint(ckpt_dir / "last.pt", trainer.state_dict())
+            remove_checkpoint(old)
+    rotate_checkpoint(ckpt_dir / RESUME_POINTS[0], ckpt_dir / RESUME_POINTS[1])
+    save_checkpoint(ckpt_dir / RESUME_POINTS[0], trainer.state_dict())

@@ -32,6 +32,7 @@ __all__ = ["MABE_COLUMNS", "validate_mabe", "write_mabe_submission"]
 MABE_COLUMNS = ["row_id", "video_id", "agent_id", "target_id", "action", "start_frame", "stop_frame"]
 AGENT_PATTERN = r"mouse\d+"
 TARGET_PATTERN = r"(?:mouse\d+|self)"
+MAX_INT = 2**53  # larger row ids / frames are not exact in float64 and cannot be int64 frame numbers
 
 
 def _rows(sub: pd.DataFrame, idx: np.ndarray) -> str:
@@ -42,10 +43,11 @@ def _rows(sub: pd.DataFrame, idx: np.ndarray) -> str:
 
 
 def _integers(sub: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
-    """(values float64 (N,), ok bool (N,)): ok = present and integral."""
+    """(values float64 (N,), ok bool (N,)): ok = present, integral and ``|value| <= MAX_INT`` (larger
+    values such as ``1e300`` used to be cast to int64 as garbage negative frames)."""
     vals = pd.to_numeric(sub[col], errors="coerce").to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(vals) & (vals == np.round(vals))
+        ok = np.isfinite(vals) & (vals == np.round(vals)) & (np.abs(vals) <= MAX_INT)
     return vals, ok
 
 
@@ -60,10 +62,14 @@ def _check_cells(sub: pd.DataFrame) -> list[str]:
 def _check_numbers(sub: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """row_id unique ints; frames ints >= 0 with start < stop. Returns (problems, rows_ok (N,))."""
     problems, rows_ok = [], np.ones(len(sub), bool)
-    _, ok = _integers(sub, "row_id")
+    vals, ok = _integers(sub, "row_id")
     if (~ok).any():
         problems.append(f"row_id must be an integer: {_rows(sub, np.flatnonzero(~ok))}")
-    dup = sub["row_id"].astype(str).str.strip().duplicated(keep=False).to_numpy()
+    # Integer row ids compare by value: "1", "+1", "1.0" are one id once typed (comparing the text let
+    # them through as unique); the others compare as stripped text.
+    dup = np.zeros(len(sub), bool)
+    dup[ok] = pd.Series(vals[ok]).duplicated(keep=False).to_numpy()
+    dup[~ok] = sub["row_id"].astype(str).str.strip()[~ok].duplicated(keep=False).to_numpy()
     if dup.any():
         problems.append(f"row_id must be unique; duplicated in {_rows(sub, np.flatnonzero(dup))}")
     frames = {}
@@ -71,7 +77,8 @@ def _check_numbers(sub: pd.DataFrame) -> tuple[list[str], np.ndarray]:
         vals, ok = _integers(sub, col)
         bad = ~ok | (ok & (np.nan_to_num(vals) < 0))
         if bad.any():
-            problems.append(f"{col} must be an integer >= 0 (0-based frames): {_rows(sub, np.flatnonzero(bad))}")
+            problems.append(f"{col} must be an integer >= 0 (0-based frames, at most 2**53): "
+                            f"{_rows(sub, np.flatnonzero(bad))}")
         frames[col], rows_ok = vals, rows_ok & ~bad
     with np.errstate(invalid="ignore"):
         rev = rows_ok & (frames["start_frame"] >= frames["stop_frame"])
@@ -100,22 +107,24 @@ def _allowed(sub: pd.DataFrame, videos: pd.DataFrame) -> np.ndarray:
     """(N,) bool: the row's "agent,target,action" is in its video's behaviors_labeled."""
     allowed = {f"{v}\x1f{a},{t},{b}" for v, bl in zip(ids_as_str(videos["video_id"]), videos["behaviors_labeled"])
                for a, t, b in parse_behaviors_labeled(bl)}
-    key = (ids_as_str(sub["video_id"]) + "\x1f" + sub["agent_id"].astype(str) + "," + sub["target_id"].astype(str)
-           + "," + sub["action"].astype(str))
+    # stripped like the metric (and _typed) read them: " sniff" is sniff, so it counts and may overlap
+    key = (ids_as_str(sub["video_id"]) + "\x1f" + ids_as_str(sub["agent_id"]) + "," + ids_as_str(sub["target_id"])
+           + "," + ids_as_str(sub["action"]))
     return key.isin(allowed).to_numpy()
 
 
 def _check_overlaps(sub: pd.DataFrame, rows: np.ndarray) -> list[str]:
     """Two actions of one (video, agent, target) on one frame, among ``rows`` (well-formed ones)."""
-    part = sub.iloc[rows].assign(video_id=lambda d: ids_as_str(d["video_id"]))
+    part = sub.iloc[rows]
     if part.empty:
         return []
-    key, _ = pd.factorize(pd.MultiIndex.from_frame(part[["video_id", "agent_id", "target_id", "action"]].astype(str)))
+    names = part[["video_id", "agent_id", "target_id", "action"]].apply(ids_as_str)  # as the metric compares them
+    key, _ = pd.factorize(pd.MultiIndex.from_frame(names))
     start = pd.to_numeric(part["start_frame"]).to_numpy(np.int64)
     stop = pd.to_numeric(part["stop_frame"]).to_numpy(np.int64)
     k, s, e = merge_intervals(key, start, stop)
     first = pd.Series(np.arange(len(key))).groupby(key).first().reindex(k).to_numpy()
-    pair, pairs = pd.factorize(pd.MultiIndex.from_frame(part[["video_id", "agent_id", "target_id"]].astype(str).iloc[first]))
+    pair, pairs = pd.factorize(pd.MultiIndex.from_frame(names[["video_id", "agent_id", "target_id"]].iloc[first]))
     groups, frames = overlap_starts(pair, s, e)
     if not groups.size:
         return []

@@ -72,12 +72,21 @@ def _missing(series: pd.Series) -> np.ndarray:
 
 
 def ids_as_str(series: pd.Series) -> pd.Series:
-    """Ids as strings; integral floats (from NaN-promoted int columns) print without ``.0``."""
+    """Ids as strings; integral floats (from NaN-promoted int columns) print without ``.0``.
+
+    Missing ids (NaN / None) become ``""``, as an empty CSV cell reads: pandas' ``astype(str)`` keeps
+    them as float NaN, which made ``sorted`` of the id sets raise TypeError (str vs float).
+    """
     if pd.api.types.is_float_dtype(series):
-        vals = series.to_numpy()
-        if np.all(np.isnan(vals) | (vals == np.round(vals))):
-            return series.astype("Int64").astype(str)
-    return series.astype(str).str.strip()
+        vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            exact = np.isfinite(vals) & (vals == np.round(vals)) & (np.abs(vals) < 2.0**63)
+        if np.all(exact | np.isnan(vals)):
+            return series.astype("Int64").astype(str).fillna("")
+        # inf / huge values cannot become Int64 (OverflowError): only those print as floats
+        text = [str(int(v)) if e else ("" if np.isnan(v) else str(v)) for v, e in zip(vals.tolist(), exact)]
+        return pd.Series(text, index=series.index, name=series.name).astype(str)
+    return series.astype(str).str.strip().fillna("")
 
 
 def _is_numeric_column(series: pd.Series) -> bool:
@@ -204,7 +213,8 @@ def _check_nyuv2_classes(ctx: _Context) -> tuple[np.ndarray | None, list[str]]:
     dup = np.flatnonzero(pairs.duplicated(keep=False).to_numpy() & known)
     if dup.size:
         problems.append(f"(ImageId, ClassId) pairs must be unique; duplicated in {ctx.rows(dup)}")
-    return (values.astype(np.int64) if known.all() else None), problems
+    castable = np.isfinite(values).all() and (np.abs(values) < 2.0**63).all()  # inf / 1e30: reported above
+    return (values.astype(np.int64) if castable else None), problems
 
 
 def _check_overlaps(ctx: _Context, runs: list[np.ndarray | None], classes: np.ndarray) -> list[str]:
@@ -268,7 +278,10 @@ def _parsed(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str) -> pd.DataFram
             out[col] = sub[col].where(~_missing(sub[col]), "").astype(str)
         elif _is_numeric_column(sample[col]):
             num = pd.to_numeric(sub[col])
-            if pd.api.types.is_float_dtype(num) and (num == num.round()).all():
+            # int64 only when exact: inf / 1e400 / values past int64 stay float (casting them
+            # raised IntCastingNaNError or wrapped around).
+            if pd.api.types.is_float_dtype(num) and np.isfinite(num).all() and (num == num.round()).all() \
+                    and (num.abs() < 2.0**63).all():
                 num = num.astype(np.int64)
             out[col] = num
     return out

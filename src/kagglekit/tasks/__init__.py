@@ -49,8 +49,19 @@ def _detection_config() -> type:
     return DetectionConfig
 
 
+def _keypoints(cfg: Any) -> Any:
+    from kagglekit.tasks.keypoints.task import KeypointTask
+    return KeypointTask(cfg)
+
+
+def _keypoints_config() -> type:
+    from kagglekit.tasks.keypoints.config import KeypointConfig
+    return KeypointConfig
+
+
 TASKS: dict[str, Callable[[Any], Any]] = {"segmentation": _segmentation, "behavior": _behavior,
-                                          "multilabel": _multilabel, "detection": _detection}
+                                          "multilabel": _multilabel, "detection": _detection,
+                                          "keypoints": _keypoints}
 CONFIGS: dict[str, Callable[[], type]] = {"segmentation": _segmentation_config,  # task → config class
                                           "behavior": _behavior_config, "multilabel": _multilabel_config,
-                                          "detection": _detection_config}
+                                          "detection": _detection_config, "keypoints": _keypoints_config}

@@ -29,9 +29,12 @@ Conventions of :func:`import_dlc_caltech`:
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
+import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,6 +57,7 @@ RAT_STREAMS: dict[str, str] = {
 }
 _STREAM_HEADER = re.compile(r"^(S\d+):\s+start\s+end\s+type\s*$")
 _LEADING_INT = re.compile(r"^(\d+)")
+MAX_FRAME = 2**53  # frame numbers above this are not exact in float64 (and overflowed int64 casts)
 
 
 def video_number(path: str | Path) -> int:
@@ -71,9 +75,10 @@ def _read_dlc_wide(path: Path) -> pd.DataFrame:
     try:
         head = pd.read_csv(path, header=None, nrows=4, dtype=str, keep_default_na=False)
         data = pd.read_csv(path, header=None, skiprows=4)
-    except (ValueError, IndexError, pd.errors.ParserError) as exc:
-        raise BehaviorDataError(f"{path}: not a DeepLabCut multi-animal CSV ({exc}); expected 4 header "
-                                f"rows {DLC_LEVELS}") from None
+    except (ValueError, IndexError, pd.errors.ParserError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # EOFError / BadGzipFile / zlib.error: a truncated or corrupt .csv.gz (used to escape raw)
+        raise BehaviorDataError(f"{path}: not a DeepLabCut multi-animal CSV ({type(exc).__name__}: {exc}); "
+                                f"expected 4 header rows {DLC_LEVELS} (re-export or re-download the file)") from None
     names = head.iloc[:, 0].tolist()
     coords = set(head.iloc[3, 1:]) if len(head) == 4 else set()
     if names != DLC_LEVELS or head.shape[1] != data.shape[1] or not {"x", "y"} <= coords or \
@@ -81,11 +86,21 @@ def _read_dlc_wide(path: Path) -> pd.DataFrame:
         raise BehaviorDataError(f"{path}: malformed DLC header: first cells {names}, coords "
                                 f"{sorted(coords)}; expected rows {DLC_LEVELS} with coords x, y, "
                                 "likelihood (single-animal files need an 'individuals' row)")
-    index = pd.to_numeric(data.iloc[:, 0], errors="coerce")
-    if index.isna().any() or (index < 0).any() or not index.is_monotonic_increasing or \
-            index.duplicated().any():
+    index = pd.to_numeric(data.iloc[:, 0], errors="coerce").astype(np.float64)
+    # inf / 1e30 / 1.5 used to pass and then crash (IntCastingNaNError) or be cast to garbage frames.
+    if not np.isfinite(index).all() or (index < 0).any() or (index > MAX_FRAME).any() or \
+            (index != index.round()).any() or not index.is_monotonic_increasing or index.duplicated().any():
         raise BehaviorDataError(f"{path}: the first column must hold increasing, unique, non-negative "
-                                "integer frame indices")
+                                "integer frame indices (at most 2**53)")
+    # Duplicated or x/y-less columns used to crash _dlc_long (ValueError 1-dimensional / KeyError 'y').
+    columns = list(zip(*(head.iloc[i, 1:].tolist() for i in range(1, 4))))  # (individual, bodypart, coord)
+    if dup := sorted(c for c, n in Counter(columns).items() if n > 1):
+        raise BehaviorDataError(f"{path}: header column(s) (individual, bodypart, coord) {dup[:5]} appear more "
+                                "than once; each must be unique (delete or rename the duplicates)")
+    has = {coord: {(ind, part) for ind, part, c in columns if c == coord} for coord in ("x", "y")}
+    if lone := sorted({(ind, part) for ind, part, _ in columns} - (has["x"] & has["y"])):
+        raise BehaviorDataError(f"{path}: (individual, bodypart) {lone[:5]} lack an x or a y column; every "
+                                "body part needs both coords")
     wide = data.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
     wide.columns = pd.MultiIndex.from_arrays([head.iloc[i, 1:].tolist() for i in range(4)],
                                              names=DLC_LEVELS)
@@ -135,9 +150,9 @@ def _parse_bout(line: str, path: Path, lineno: int, config: set[str]) -> tuple[i
     except ValueError:
         raise BehaviorDataError(f"{path}: line {lineno}: {line.strip()!r} is not 'start<TAB>end<TAB>type'"
                                 " with integer frames; fix or delete the line") from None
-    if start < 1 or end < start:
+    if start < 1 or end < start or end > MAX_FRAME:  # huge ends overflowed int64 (OverflowError)
         raise BehaviorDataError(f"{path}: line {lineno}: bout {start}..{end} must have 1 <= start <= end "
-                                "(1-based inclusive frames)")
+                                "<= 2**53 (1-based inclusive frames)")
     if config and kind not in config:
         raise BehaviorDataError(f"{path}: line {lineno}: type {kind!r} is not in the configuration "
                                 f"block {sorted(config)}")

@@ -34,12 +34,19 @@ def smooth_probs(probs: np.ndarray, window: int) -> np.ndarray:
     shrinks at the ends, so a constant input stays constant).  ``window=1`` is the identity.
     """
     arr = _as_2d(probs)
-    if int(window) != window or window < 1:
+    try:
+        ok = int(window) == window and window >= 1
+    except (TypeError, ValueError, OverflowError):  # int(inf) raised OverflowError, int(nan) a bare ValueError
+        ok = False
+    if not ok:
         raise ValueError(f"window must be a positive integer, got {window!r}")
+    window = int(window)
     if window == 1 or arr.shape[0] == 0:
         return arr.copy()
     t = arr.shape[0]
-    left, right = window // 2, (window - 1) // 2
+    # A half-window past the sequence averages everything anyway; capping it keeps np.arange
+    # arithmetic in int64 for huge windows (10**30 raised OverflowError).
+    left, right = min(window // 2, t), min((window - 1) // 2, t)
     csum = np.vstack([np.zeros((1, arr.shape[1])), np.cumsum(arr, axis=0)])  # (T+1, A)
     lo = np.clip(np.arange(t) - left, 0, t)
     hi = np.clip(np.arange(t) + right + 1, 0, t)

@@ -1,0 +1,210 @@
+"""The keypoint Task (seed 002): train on real frames (oversampled) optionally mixed with synthetic
+frames, select the model on the real val split, evaluate on the real test split with OKS-mAP,
+OKS-mAP@50 and PCK@alpha (flip TTA with left/right swaps), write the metrics the gate reads."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.ops import box_iou
+from tqdm.auto import tqdm
+
+from kagglekit import paths
+from kagglekit.engine.distributed import local_device
+from kagglekit.io import load_json, save_json, write_text
+from kagglekit.metrics.keypoints import COCO_SIGMAS, oks_map, pck
+from kagglekit.report.markdown import markdown_kv, markdown_table
+from kagglekit.report.plots import plot_history
+from kagglekit.tasks.detection.convert import load_coco
+from kagglekit.tasks.keypoints.config import KeypointConfig
+from kagglekit.tasks.keypoints.convert import flip_pairs_from_names
+from kagglekit.tasks.keypoints.data import KeypointDataset, MixedDataset, keypoint_names
+from kagglekit.tasks.keypoints.model import KeypointModel, build_keypoint_rcnn, load_keypoint_weights
+
+log = logging.getLogger("kagglekit.keypoints")
+
+
+def to_keypoint_results(det: dict[str, torch.Tensor], image_id: int) -> list[dict[str, Any]]:
+    """torchvision detections → COCO keypoint results (category 1, box score as the score)."""
+    kpts, boxes, scores = det["keypoints"].cpu().double(), det["boxes"].cpu().double(), det["scores"].cpu()
+    return [{"image_id": int(image_id), "category_id": 1, "score": float(s),
+             "keypoints": [float(v) for v in torch.cat([k[:, :2], torch.ones_like(k[:, 2:])], 1).flatten()],
+             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+            for k, b, s in zip(kpts, boxes, scores)]
+
+
+def match_pck(gt: dict[str, Any], results: list[dict[str, Any]], k: int, alpha: float) -> float:
+    """PCK@alpha over the labelled keypoints of non-crowd people: each person is matched to the
+    highest-scoring unmatched prediction with box IoU >= 0.5 (unmatched people score 0);
+    normalisation = max(w, h) of the ground-truth box."""
+    preds, gts, vis, sizes = [], [], [], []
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for r in sorted(results, key=lambda r: -r["score"]):
+        by_image.setdefault(r["image_id"], []).append(r)
+    for im in gt["images"]:
+        people = [a for a in gt["annotations"] if a["image_id"] == im["id"] and not a.get("iscrowd", 0)]
+        dets, used = by_image.get(im["id"], []), set()
+        for a in people:
+            g = np.asarray(a["keypoints"], dtype=np.float64).reshape(k, 3)
+            best = _best_match(a["bbox"], dets, used)
+            p = np.asarray(dets[best]["keypoints"]).reshape(k, 3)[:, :2] if best is not None else np.full((k, 2), np.inf)
+            preds.append(p), gts.append(g[:, :2]), vis.append(g[:, 2] > 0), sizes.append(max(a["bbox"][2], a["bbox"][3]))
+    if not preds:
+        return float("nan")
+    return pck(np.stack(preds), np.stack(gts), np.stack(vis), np.asarray(sizes), alpha)
+
+
+def _best_match(bbox: Sequence[float], dets: list[dict[str, Any]], used: set[int]) -> int | None:
+    if not dets:
+        return None
+    g = torch.tensor([[bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]], dtype=torch.float64)
+    d = torch.tensor([[r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]] for r in dets],
+                     dtype=torch.float64)
+    ious = box_iou(g, d)[0]
+    for j in range(len(dets)):  # dets are sorted by score
+        if j not in used and ious[j] >= 0.5:
+            used.add(j)
+            return j
+    return None
+
+
+class KeypointEvaluator:
+    def __init__(self, gt: dict[str, Any], sigmas: np.ndarray, alpha: float) -> None:
+        self.gt, self.sigmas, self.alpha, self.results = gt, sigmas, alpha, []
+
+    def update(self, outputs: dict[str, Any], batch: dict[str, Any]) -> None:
+        for det, image_id in zip(outputs["detections"], batch["image_id"].tolist()):
+            self.results += to_keypoint_results(det, image_id)
+
+    def compute(self) -> dict[str, float]:
+        m = oks_map(self.gt, self.results, self.sigmas)
+        return {"valid_oks_map": m["AP"], "valid_oks_map50": m["AP50"],
+                "valid_pck": match_pck(self.gt, self.results, len(self.sigmas), self.alpha)}
+
+
+class KeypointTask:
+    def __init__(self, cfg: KeypointConfig) -> None:
+        if cfg.n_folds != 1:
+            raise ValueError(f"the keypoint task validates on the real val split: set n_folds=1 (got {cfg.n_folds})")
+        self.cfg = cfg
+        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
+        self.device = local_device(cfg.device)
+
+    def prepare_demo(self) -> None:
+        from kagglekit.demo.keypoints import prepare_keypoint_demo
+        prepare_keypoint_demo(self.root, n_synthetic=24)
+
+    def _path(self, value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else self.root / value
+
+    def coco(self, which: str) -> dict[str, Any]:
+        value = getattr(self.cfg, f"{which}_json")
+        if not value:
+            raise ValueError(f"{which}_json is not set; give the COCO keypoints JSON of that split (--set {which}_json=...)")
+        return load_coco(self._path(value))
+
+    @property
+    def names(self) -> list[str]:
+        return keypoint_names(self.coco("real_train"))
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        k = len(self.names)
+        if self.cfg.sigmas:
+            if len(self.cfg.sigmas) != k:
+                raise ValueError(f"sigmas has {len(self.cfg.sigmas)} values but the data has {k} keypoints; give {k}")
+            return np.asarray(self.cfg.sigmas)
+        if k != len(COCO_SIGMAS):
+            raise ValueError(f"the data has {k} keypoints: set sigmas=<{k} comma-separated OKS sigmas> "
+                             "(COCO's 17 are only the default for 17 keypoints)")
+        return COCO_SIGMAS
+
+    def dataset(self, which: str, train: bool) -> KeypointDataset:
+        c = self.cfg
+        image_dir = self._path(c.synthetic_image_dir if which == "synthetic" else c.real_image_dir)
+        coco = self.coco(which)
+        if which == "synthetic" and c.synthetic_mapping:
+            from kagglekit.tasks.keypoints.convert import MAPPINGS
+            coco = MAPPINGS[c.synthetic_mapping].apply_coco(coco)
+        if keypoint_names(coco) != self.names:
+            raise ValueError(f"{which} keypoint names differ from the real ones; set synthetic_mapping to convert them")
+        return KeypointDataset(coco, image_dir, train=train, hflip=c.hflip, seed=c.seed,
+                               flip_pairs=flip_pairs_from_names(self.names))
+
+    def fold_datasets(self, fold: int):
+        c = self.cfg
+        sources, factors = [self.dataset("real_train", True)], [c.real_oversample]
+        if c.use_synthetic:
+            sources.append(self.dataset("synthetic", True))
+            factors.append(c.synthetic_oversample)
+        self.valid_ds = self.dataset("real_val", False)
+        return MixedDataset(sources, factors), self.valid_ds
+
+    def build_model(self) -> KeypointModel:
+        c = self.cfg
+        detector = build_keypoint_rcnn(len(self.names), backbone=c.backbone, trainable_layers=c.trainable_backbone_layers,
+                                       min_size=c.image_size, max_size=c.max_size, score_thresh=c.score_thresh,
+                                       detections_per_image=c.detections_per_image,
+                                       pretrained=bool(c.init_weights or c.backbone_weights),
+                                       roi_batch_per_image=c.roi_batch_per_image, head_channels=c.keypoint_head_channels)
+        if c.init_weights or c.backbone_weights:
+            load_keypoint_weights(detector, c.init_weights, c.backbone_weights)
+        else:
+            log.info("pretrained=False: keypoint R-CNN randomly initialised (set init_weights=<local checkpoint>)")
+        return KeypointModel(detector, flip_pairs_from_names(self.names))
+
+    def make_evaluator(self) -> KeypointEvaluator:
+        return KeypointEvaluator(self.valid_ds.coco, self.sigmas, self.cfg.pck_alpha)
+
+    @torch.no_grad()
+    def predict(self, model: KeypointModel, dataset: KeypointDataset, flip_tta: bool) -> list[dict[str, Any]]:
+        model = model.to(self.device).eval()
+        results = []
+        for i in tqdm(range(len(dataset)), desc="predict" + (" (flip TTA)" if flip_tta else ""), leave=False):
+            results += to_keypoint_results(model.predict(dataset.load_image(i).to(self.device), flip_tta),
+                                           dataset.images[i]["id"])
+        return results
+
+    def scores(self, gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
+        m = oks_map(gt, results, self.sigmas)
+        return {"oks_map": m["AP"], "oks_map50": m["AP50"], "oks_map75": m["AP75"],
+                f"pck{self.cfg.pck_alpha:g}": match_pck(gt, results, len(self.sigmas), self.cfg.pck_alpha)}
+
+    def finalize(self, model: KeypointModel, fold: int, fold_dir: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {"arm": "A (synthetic + real)" if self.cfg.use_synthetic else "B (real only)"}
+        for which, split in (("real_val", "val"), ("real_test", "test")):
+            ds = self.dataset(which, False)
+            results = self.predict(model, ds, self.cfg.flip_tta)
+            save_json(fold_dir / "evaluation" / split / "keypoint_results.json", results)
+            out[split] = self.scores(ds.coco, results)
+            if self.cfg.flip_tta:
+                out[f"{split}_no_tta"] = self.scores(ds.coco, self.predict(model, ds, False))
+        return out
+
+    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
+        plot_history(history, fold_dir / "history.png", loss_cols=("train_loss",),
+                     metric_cols=("valid_oks_map", "valid_oks_map50", "valid_pck"))
+        rows = [{"split": k, **v} for k, v in metrics.items() if isinstance(v, dict)]
+        c = self.cfg
+        text = "\n\n".join([
+            f"# {c.name} — keypoints, {metrics['arm']}",
+            "## Configuration\n" + markdown_kv({
+                "Sources": f"real ×{c.real_oversample}" + (f" + synthetic ×{c.synthetic_oversample}" if c.use_synthetic else ""),
+                "Model": f"Keypoint R-CNN {c.backbone}-FPN, K={len(self.names)}", "Init": c.init_weights or "random",
+                "Training": f"{c.epochs} epochs, image {c.image_size}, batch {c.batch_size}, lr {c.lr:g}",
+                "Flip TTA": c.flip_tta, "PCK": f"alpha {c.pck_alpha:g} × max(w, h) of the ground-truth box"}),
+            "## Real-domain results\n" + markdown_table(rows),
+            "## Training history\n" + markdown_table(history.drop(columns=["seconds"], errors="ignore"))
+            + "\n![history](history.png)"])
+        write_text(fold_dir / "report.md", text + "\n")
+
+    def finish_experiment(self, exp_dir: Path) -> dict[str, Any]:
+        fold = load_json(exp_dir / "fold0" / "metrics.json")
+        summary = {k: fold[k] for k in ("arm", "val", "test") if k in fold}
+        save_json(exp_dir / "metrics.json", summary)
+        write_text(exp_dir / "report.md", (exp_dir / "fold0" / "report.md").read_text())
+        return {f"test_{k}": v for k, v in summary["test"].items()}
