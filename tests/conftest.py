@@ -9,6 +9,18 @@ torch.set_flush_denormal(True)
 torch.set_num_threads(2)
 
 
+def sets(items: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` → ``["--set", "a=1", "--set", "b=2"]`` for an experiment's CLI."""
+    return [a for s in items for a in ("--set", s)]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run the test inside ``tmp_path`` (input/, output/ of demo runs land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def require_shared(name: str):
     """Path of ``../shared/data/<name>``; skips the test with a clear reason when it is absent."""
     path = shared_data(name)

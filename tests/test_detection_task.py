@@ -4,7 +4,6 @@ k-fold OOF, focal RoI loss, repeat factors, anchors, local weights, report delta
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import require_shared
+from conftest import require_shared, sets
 from kagglekit.cli import main
 from kagglekit.tasks.detection.config import RUN1_ANCHORS, DetectionConfig, scaled_sizes
 from kagglekit.tasks.detection.data import repeat_factors
@@ -26,18 +25,6 @@ TINY = ["backbone=resnet18", "train_min_sizes=128,160", "test_min_size=160", "ma
         "warmup_iters=4", "lr=0.005", "grad_clip=10", "score_thresh=0.01"]
 
 
-def sets(items):
-    return [a for s in items for a in ("--set", s)]
-
-
-@pytest.fixture
-def in_tmp(tmp_path):
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        os.chdir(old)
 
 
 def test_coco128_loss_falls_and_evaluation_runs_end_to_end(in_tmp):

@@ -46,14 +46,8 @@ def _kps(ann: dict) -> np.ndarray:
 
 
 def _tiny(tmp: Path, labels: dict[str, str | None], size: tuple[int, int] = (40, 30)) -> tuple[Path, Path]:
-    images, lab = tmp / "images", tmp / "labels"
-    images.mkdir(parents=True, exist_ok=True)
-    lab.mkdir(parents=True, exist_ok=True)
-    for stem, text in labels.items():
-        Image.new("RGB", size).save(images / f"{stem}.png")
-        if text is not None:
-            (lab / f"{stem}.txt").write_text(text)
-    return images, lab
+    from test_detection_convert import _tiny_dataset  # the same images/ + labels/ tree
+    return _tiny_dataset(tmp, labels, size)
 
 
 # ----------------------------------------------------------------------------------- real sample

@@ -3,11 +3,12 @@ R-CNN in the common loop with flip TTA, PCK matching, and the two-arm kill switc
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import sets
 
 from kagglekit.gate import EXIT_CODES, gate
 from kagglekit.tasks.keypoints.config import KeypointConfig
@@ -17,18 +18,6 @@ from kagglekit.tasks.keypoints.task import KeypointTask, match_pck
 TINY = ["epochs=1", "image_size=96", "max_size=160", "batch_size=4"]
 
 
-def sets(items):
-    return [a for s in items for a in ("--set", s)]
-
-
-@pytest.fixture
-def in_tmp(tmp_path):
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        os.chdir(old)
 
 
 def test_gate_experiment_runs_both_arms_and_grades_arm_a(in_tmp):

@@ -142,26 +142,37 @@ def _matching(target: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[s
     return keep, dropped
 
 
+def load_matching(target: nn.Module, path: str, rename=None) -> None:
+    """Load the tensors of the local file ``path`` (``weights_only``; a ``{"model": ...}`` wrapper
+    is unwrapped, then ``rename`` maps the state dict) that fit ``target`` by name and shape.
+    Tensors of another shape (a head for another class / anchor / keypoint count) stay
+    re-initialised and are listed in the log; a file that matches nothing is an error."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"weights file {path} not found; give a local path (nothing is downloaded)")
+    state = load_checkpoint(path)
+    state = state.get("model", state)
+    keep, dropped = _matching(target, rename(state) if rename else state)
+    if not keep:
+        raise ValueError(f"{path}: no tensor matches the {type(target).__name__}; is it the right architecture?")
+    target.load_state_dict(keep, strict=False)
+    log.info("loaded %d tensors from %s (re-initialised for a different shape: %s)", len(keep), path, dropped or "none")
+
+
+def _mobilenet_features(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision MobileNetV2 classification keys (``features.N...``) → the FPN body's (``N...``)."""
+    if "features.0.0.weight" not in state:
+        return state
+    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+
+
 def load_local_weights(model: FasterRCNN, backbone_weights: str = "", detector_weights: str = "") -> None:
     """Backbone ImageNet weights (torchvision classification keys) and/or a whole detector's
-    weights from local files (``weights_only`` load). Tensors whose shape differs (the box
-    predictor for another class count, the RPN head for another anchor count) are re-initialised
-    and listed in the log; a file that matches nothing is an error."""
-    for path, target in ((backbone_weights, model.backbone.body), (detector_weights, model)):
-        if not path:
-            continue
-        if not Path(path).exists():
-            raise FileNotFoundError(f"weights file {path} not found; give a local path (nothing is downloaded)")
-        state = load_checkpoint(path)
-        state = state.get("model", state) if isinstance(state, dict) else state
-        if target is model.backbone.body and "features.0.0.weight" in state:  # MobileNetV2 classification keys
-            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        keep, dropped = _matching(target, state)
-        if not keep:
-            raise ValueError(f"{path}: no tensor matches the {'backbone' if target is not model else 'detector'}; "
-                             "is it the right architecture?")
-        target.load_state_dict(keep, strict=False)
-        log.info("loaded %d tensors from %s (re-initialised for a different shape: %s)", len(keep), path, dropped or "none")
+    weights (e.g. torchvision's COCO Faster R-CNN; the box predictor for another class count and
+    the RPN head for another anchor count are re-initialised), from local files only."""
+    if backbone_weights:
+        load_matching(model.backbone.body, backbone_weights, _mobilenet_features)
+    if detector_weights:
+        load_matching(model, detector_weights)
 
 
 class DetectionModel(nn.Module):

@@ -6,8 +6,6 @@ weights only from local files) with horizontal-flip TTA that swaps left/right ke
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -15,12 +13,8 @@ from torch import nn
 from torchvision.models.detection import KeypointRCNN
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 
-from kagglekit.engine.checkpoint import load_checkpoint
-from kagglekit.tasks.detection.model import DetectorSpec, _matching, _resnet_backbone
+from kagglekit.tasks.detection.model import DetectorSpec, _resnet_backbone, load_matching
 from kagglekit.tta.keypoints import predict_flip_tta
-
-log = logging.getLogger("kagglekit.keypoints")
-
 
 def build_keypoint_rcnn(num_keypoints: int, *, backbone: str = "resnet50", trainable_layers: int = 3,
                         min_size: int = 480, max_size: int = 800, score_thresh: float = 0.05,
@@ -38,24 +32,20 @@ def build_keypoint_rcnn(num_keypoints: int, *, backbone: str = "resnet50", train
                         keypoint_predictor=KeypointRCNNPredictor(head_channels[-1], num_keypoints))
 
 
+def _unwrap_detector(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A saved :class:`KeypointModel` (``best.pt``) holds ``detector.*`` keys; a bare model does not."""
+    if not any(k.startswith("detector.") for k in state):
+        return state
+    return {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
+
+
 def load_keypoint_weights(model: KeypointRCNN, init_weights: str = "", backbone_weights: str = "") -> None:
-    """A whole model's weights (fine-tuning from an earlier checkpoint; tensors of another shape,
-    e.g. the keypoint head for a different K, are re-initialised and logged) and/or ImageNet
-    backbone weights, both from local files loaded with ``weights_only``."""
-    for path, target in ((backbone_weights, model.backbone.body), (init_weights, model)):
-        if not path:
-            continue
-        if not Path(path).exists():
-            raise FileNotFoundError(f"weights file {path} not found; give a local path (nothing is downloaded)")
-        state = load_checkpoint(path)
-        state = state.get("model", state)
-        if target is model and any(k.startswith("detector.") for k in state):  # a KeypointModel / best.pt
-            state = {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
-        keep, dropped = _matching(target, state)
-        if not keep:
-            raise ValueError(f"{path}: no tensor matches the keypoint model; is it the right architecture?")
-        target.load_state_dict(keep, strict=False)
-        log.info("loaded %d tensors from %s (re-initialised for a different shape: %s)", len(keep), path, dropped or "none")
+    """ImageNet backbone weights and/or a whole model to fine-tune from (e.g. the v1 checkpoint;
+    the keypoint head of another K is re-initialised), from local files only."""
+    if backbone_weights:
+        load_matching(model.backbone.body, backbone_weights)
+    if init_weights:
+        load_matching(model, init_weights, _unwrap_detector)
 
 
 class KeypointModel(nn.Module):
