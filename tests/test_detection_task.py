@@ -184,3 +184,30 @@ def test_bad_inputs_name_the_problem(in_tmp, monkeypatch):
     from kagglekit.tasks.detection.task import DetectionTask
     with pytest.raises(FileNotFoundError, match="instances_train.json"):
         DetectionTask(bad).categories
+
+
+def test_yolo_split_files_are_converted_and_images_found(in_tmp):
+    """Seed-style split files (``train.txt`` listing image paths) instead of images/<split>/ folders."""
+    from kagglekit.demo.shapes import make_shapes_dataset
+    from kagglekit.tasks.detection.task import DetectionTask
+    src = make_shapes_dataset(in_tmp / "shapes", n_train=6, n_val=3, n_test=2)
+    root = in_tmp / "flat"
+    (root / "images" / "all").mkdir(parents=True)
+    (root / "labels" / "all").mkdir(parents=True)
+    listed = {}
+    for split in ("train", "val"):
+        listed[split] = []
+        for image in sorted((src / "images" / split).iterdir()):
+            (root / "images" / "all" / image.name).write_bytes(image.read_bytes())
+            label = src / "labels" / split / f"{image.stem}.txt"
+            (root / "labels" / "all" / label.name).write_text(label.read_text())
+            listed[split].append(f"images/all/{image.name}")
+        (root / f"{split}.txt").write_text("\n".join(listed[split]) + "\n")
+    (root / "classes.txt").write_text((src / "classes.txt").read_text())
+    cfg = DetectionConfig(name="split_files", comp="flat", data_dir=str(root), splits=("train", "val"))
+    task = DetectionTask(cfg)
+    train = task.coco("train")
+    assert sorted(im["file_name"] for im in train["images"]) == sorted(listed["train"])
+    assert task.coco("test") is None and len(task.coco("val")["images"]) == 3
+    train_ds, valid_ds = task.fold_datasets(0)
+    assert valid_ds[0]["image"].shape[0] == 3 and len(valid_ds) == 3

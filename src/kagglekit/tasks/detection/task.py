@@ -88,11 +88,15 @@ class DetectionTask:
         log.info("converting YOLO labels under %s to COCO JSON in %s", self.root, self.work / "annotations")
         C.export_coco_splits(self.root, C.read_class_names(names_file), self.cfg.splits, out_dir=self.work / "annotations")
 
+    def _yolo_split_exists(self, split: str) -> bool:
+        """A YOLO split is a folder ``images/<split>`` or a split file ``<split>.txt`` of image paths."""
+        return (self.root / "images" / split).is_dir() or (self.root / f"{split}.txt").is_file()
+
     def coco(self, split: str) -> dict[str, Any] | None:
         """The split's COCO dict (class subset applied), or None when the split does not exist."""
         if split not in self._coco:
             path = self.annotations_path(split)
-            if self.cfg.data_format == "yolo" and not path.exists() and (self.root / "images" / split).exists():
+            if self.cfg.data_format == "yolo" and not path.exists() and self._yolo_split_exists(split):
                 self._convert_yolo()
             if self.cfg.data_format not in ("yolo", "coco"):
                 raise ValueError(f"data_format {self.cfg.data_format!r} unknown; use yolo or coco")
@@ -103,9 +107,12 @@ class DetectionTask:
         return self._coco[split]
 
     def image_dir(self, split: str) -> Path:
+        """Where ``file_name``s of the split are relative to: ``image_dir`` when set, else what the
+        YOLO conversion recorded (``images/<split>``, or the root for split files)."""
         if self.cfg.image_dir:
             return Path(self.cfg.image_dir.replace("{split}", split))
-        return self.root / "images" / split
+        recorded = ((self.coco(split) or {}).get("info") or {}).get("image_dir")
+        return self.root / (recorded or f"images/{split}")
 
     @property
     def categories(self) -> list[dict[str, Any]]:
