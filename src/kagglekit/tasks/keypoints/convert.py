@@ -270,35 +270,43 @@ def coco_kpts_to_yolo_pose(coco: dict[str, Any], labels_dir: PathLike, *, box_so
             counts["crowd_skipped"] += 1
             continue
         image = images[ann["image_id"]]
-        width, height = float(image["width"]), float(image["height"])
-        kps = _annotation_keypoints(ann, k, image)
-        if box_source == "bbox":
-            box = [float(v) for v in ann["bbox"]]
-        else:
-            box = _keypoint_box(kps, float(pad), width, height)
-            if box is None:
-                counts["no_keypoints_skipped"] += 1
-                continue
-            if box[2] <= 0 or box[3] <= 0:
-                counts["degenerate_skipped"] += 1
-                continue
-        x, y, w, h = box
-        norm = ((x + w / 2) / width, (y + h / 2) / height, w / width, h / height)
-        problem = box_problem(*norm)
-        if problem:
-            raise LabelError(f"annotation id {ann['id']} (image {image['file_name']}, {image['width']}x"
-                             f"{image['height']}): {box_source} box {box} -> {problem}; boxes are not clipped, "
-                             f"fix or drop the annotation")
-        nk = kps.copy()
-        nk[:, 0] /= width
-        nk[:, 1] /= height
-        lines[image["id"]].append(format_yolo_pose_line(index[ann["category_id"]], norm, nk))
+        line = _pose_line(ann, image, k, box_source, float(pad), index[ann["category_id"]])
+        if line in counts:  # a skip reason
+            counts[line] += 1
+            continue
+        lines[image["id"]].append(line)
     for iid, target in targets.items():
         write_text(target, "".join(line + "\n" for line in lines[iid]))
     cats = {c["id"]: c for c in coco["categories"]}
     return {"images": len(images), "instances": sum(len(v) for v in lines.values()), **counts,
             "category_ids": ids, "names": [cats[i]["name"] for i in ids], "keypoint_names": kpt_names,
             "kpt_shape": [k, 3], "flip_idx": flip_idx_from_names(kpt_names)}
+
+
+def _pose_line(ann: dict[str, Any], image: dict[str, Any], k: int, box_source: str, pad: float,
+               class_index: int) -> str:
+    """One annotation's YOLO-pose line, or the name of the counter that skips it."""
+    width, height = float(image["width"]), float(image["height"])
+    kps = _annotation_keypoints(ann, k, image)
+    if box_source == "bbox":
+        box = [float(v) for v in ann["bbox"]]
+    else:
+        box = _keypoint_box(kps, pad, width, height)
+        if box is None:
+            return "no_keypoints_skipped"
+        if box[2] <= 0 or box[3] <= 0:
+            return "degenerate_skipped"
+    x, y, w, h = box
+    norm = ((x + w / 2) / width, (y + h / 2) / height, w / width, h / height)
+    problem = box_problem(*norm)
+    if problem:
+        raise LabelError(f"annotation id {ann['id']} (image {image['file_name']}, {image['width']}x"
+                         f"{image['height']}): {box_source} box {box} -> {problem}; boxes are not clipped, "
+                         f"fix or drop the annotation")
+    nk = kps.copy()
+    nk[:, 0] /= width
+    nk[:, 1] /= height
+    return format_yolo_pose_line(class_index, norm, nk)
 
 
 # ----------------------------------------------------------------------------------- YOLO-pose -> COCO
