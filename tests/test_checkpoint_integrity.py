@@ -22,7 +22,7 @@ from kagglekit.engine.fit import FitSettings, NonFiniteLossError, OutOfMemory, f
 from kagglekit.engine.seed import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyDataset, ToyEvaluator, ToyModel  # noqa: E402
+from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run  # noqa: E402
 
 SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.05, weight_decay=0.01, scheduler="cosine", warmup_epochs=1,
                        ema_decay=0.9, monitor="valid_rmse", monitor_mode="min", num_workers=0, seed=3, grad_clip=1.0)
@@ -133,11 +133,7 @@ def test_resume_falls_back_to_last_prev_and_is_exact(tmp_path, damage, caplog):
         resumed = run_fit(part, resume=True, evaluator=_HistoryProbe.make(part))
     assert "resuming from the previous resume point" in caplog.text and "last_prev.pt" in caplog.text
     assert _HistoryProbe.rows_at_first_eval == 1, "history.csv was not cut back to the resume point"
-    a = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds")
-    b = pd.read_csv(part / "history.csv").drop(columns="seconds")
-    pd.testing.assert_frame_equal(a, b)
-    for (k, v), (_, w) in zip(full.eval_model.state_dict().items(), resumed.eval_model.state_dict().items()):
-        assert torch.equal(v, w), k
+    assert_same_run(tmp_path / "full", part, full.eval_model, resumed.eval_model)
     final_a, final_b = (load_checkpoint(d / "ckpt" / "last.pt")["model"] for d in (tmp_path / "full", part))
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 

@@ -18,7 +18,7 @@ from kagglekit.engine.schedule import LrSchedule, Plateau
 from kagglekit.engine.seed import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyDataset, ToyEvaluator, ToyModel  # noqa: E402
+from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run  # noqa: E402
 
 SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.05, weight_decay=0.01, scheduler="cosine", warmup_epochs=1,
                        ema_decay=0.9, monitor="valid_rmse", monitor_mode="min", num_workers=0, seed=3, grad_clip=1.0)
@@ -47,11 +47,7 @@ def test_resume_is_exact(tmp_path):
     two = FitSettings(**{**SETTINGS.__dict__})
     run_partial(tmp_path / "part", two, stop_after=2)
     resumed = run_fit(tmp_path / "part", short, resume=True)
-    a = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds")
-    b = pd.read_csv(tmp_path / "part" / "history.csv").drop(columns="seconds")
-    pd.testing.assert_frame_equal(a, b)
-    for (k, v), (_, w) in zip(full.eval_model.state_dict().items(), resumed.eval_model.state_dict().items()):
-        assert torch.equal(v, w), k
+    assert_same_run(tmp_path / "full", tmp_path / "part", full.eval_model, resumed.eval_model)
 
 
 def run_partial(out: Path, settings: FitSettings, stop_after: int) -> None:
@@ -241,11 +237,7 @@ def test_iteration_run_resumes_exactly_mid_data_pass(tmp_path):
     full = run_fit(tmp_path / "full", ITER_SETTINGS)
     run_partial(tmp_path / "part", ITER_SETTINGS, stop_after=2)
     resumed = run_fit(tmp_path / "part", ITER_SETTINGS, resume=True)
-    a = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds")
-    b = pd.read_csv(tmp_path / "part" / "history.csv").drop(columns="seconds")
-    pd.testing.assert_frame_equal(a, b)
-    for (k, v), (_, w) in zip(full.eval_model.state_dict().items(), resumed.eval_model.state_dict().items()):
-        assert torch.equal(v, w), k
+    assert_same_run(tmp_path / "full", tmp_path / "part", full.eval_model, resumed.eval_model)
 
 
 def test_skip_batches_continues_the_same_pass():

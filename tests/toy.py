@@ -1,6 +1,9 @@
 """A tiny regression task for engine tests (importable by torchrun subprocesses via PYTHONPATH)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -52,3 +55,12 @@ class ToyEvaluator:
 
     def compute(self) -> dict[str, float]:
         return {"valid_rmse": (self.se / self.n) ** 0.5}
+
+
+def assert_same_run(dir_a: Path, dir_b: Path, model_a: nn.Module, model_b: nn.Module) -> None:
+    """Two fit() runs ended identically: history.csv (minus wall time) and every weight."""
+    a = pd.read_csv(dir_a / "history.csv").drop(columns="seconds")
+    b = pd.read_csv(dir_b / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+    for (k, v), (_, w) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(v, w), k
