@@ -169,6 +169,16 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     return summary
 
 
+def save_summary(cfg: EnsembleConfig, root: Path, out: Path, result: dict[str, Any], metric: str) -> dict[str, Any]:
+    """``weights.json`` + report of a task-specific blend (``result`` holds weights and scores)."""
+    summary = {"name": cfg.name, "members": list(cfg.members), "method": cfg.method, **result,
+               "metric": metric, "member_oof_score": dict(zip(cfg.members, result["member_oof_score"])),
+               "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
+    save_json(out / "weights.json", summary)
+    write_ensemble_report(out, summary)
+    return summary
+
+
 def run_behavior_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, out: Path) -> dict[str, Any]:
     """MABe pairs-view members: weights on the official score of the blended OOF (see
     :mod:`kagglekit.tasks.behavior.blend`)."""
@@ -179,12 +189,7 @@ def run_behavior_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, o
     tasks = [build_task(c) for c in configs]
     sub = Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
     result = blend_pairs(tasks, [root / m for m in cfg.members], cfg.method, sub)
-    summary = {"name": cfg.name, "members": list(cfg.members), "method": cfg.method, **result,
-               "metric": "MABe score", "member_oof_score": dict(zip(cfg.members, result["member_oof_score"])),
-               "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
-    save_json(out / "weights.json", summary)
-    write_ensemble_report(out, summary)
-    return summary
+    return save_summary(cfg, root, out, result, "MABe score")
 
 
 def run_detection_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, out: Path) -> dict[str, Any]:
@@ -198,12 +203,7 @@ def run_detection_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, 
                             ("test", result.pop("test_detections", None), result.pop("test_gt", None))):
         if dets is not None:
             result[f"{split}_metrics"] = tasks[0].evaluate_split(dets, gt, out / "evaluation" / split)
-    summary = {"name": cfg.name, "members": list(cfg.members), "method": cfg.method, **result,
-               "metric": "bbox mAP (%) after WBF", "member_oof_score": dict(zip(cfg.members, result["member_oof_score"])),
-               "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
-    save_json(out / "weights.json", summary)
-    write_ensemble_report(out, summary)
-    return summary
+    return save_summary(cfg, root, out, result, "bbox mAP (%) after WBF")
 
 
 def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
