@@ -19,26 +19,16 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
 from kagglekit.metrics.detection import coco_bbox_eval, validate_coco_gt, validate_detections
 from kagglekit.paths import shared_data
 
+from bench_miou import best_of  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 TOL = 1e-9
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(best wall time in seconds, last result)."""
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def load_gt(root: Path) -> dict:

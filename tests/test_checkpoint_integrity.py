@@ -22,7 +22,7 @@ from kagglekit.engine.fit import FitSettings, NonFiniteLossError, OutOfMemory, f
 from kagglekit.engine.seed import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run  # noqa: E402
+from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run, killer_evaluator  # noqa: E402
 
 SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.05, weight_decay=0.01, scheduler="cosine", warmup_epochs=1,
                        ema_decay=0.9, monitor="valid_rmse", monitor_mode="min", num_workers=0, seed=3, grad_clip=1.0)
@@ -37,16 +37,8 @@ def run_fit(out: Path, settings: FitSettings = SETTINGS, resume: bool = False, m
 
 def run_killed_after(out: Path, epochs_done: int, settings: FitSettings = SETTINGS) -> None:
     """A run killed during the evaluation of epoch ``epochs_done + 1`` (its outputs not written)."""
-    class Killer(ToyEvaluator):
-        count = 0
-
-        def compute(self):
-            Killer.count += 1
-            if Killer.count > epochs_done:
-                raise KeyboardInterrupt
-            return super().compute()
     with pytest.raises(KeyboardInterrupt):
-        run_fit(out, settings, evaluator=Killer)
+        run_fit(out, settings, evaluator=killer_evaluator(epochs_done))
 
 
 def snapshot(out: Path) -> dict[str, bytes]:

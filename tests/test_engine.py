@@ -18,7 +18,7 @@ from kagglekit.engine.schedule import LrSchedule, Plateau
 from kagglekit.engine.seed import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run  # noqa: E402
+from toy import ToyDataset, ToyEvaluator, ToyModel, assert_same_run, killer_evaluator  # noqa: E402
 
 SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.05, weight_decay=0.01, scheduler="cosine", warmup_epochs=1,
                        ema_decay=0.9, monitor="valid_rmse", monitor_mode="min", num_workers=0, seed=3, grad_clip=1.0)
@@ -52,18 +52,10 @@ def test_resume_is_exact(tmp_path):
 
 def run_partial(out: Path, settings: FitSettings, stop_after: int) -> None:
     """Simulate a kill after ``stop_after`` epochs: the loop raises from the evaluator afterwards."""
-    class Killer(ToyEvaluator):
-        count = 0
-
-        def compute(self):
-            Killer.count += 1
-            if Killer.count > stop_after:
-                raise KeyboardInterrupt
-            return super().compute()
-
     seed_everything(settings.seed)
     with pytest.raises(KeyboardInterrupt):
-        fit(ToyModel(), ToyDataset(64, 0), ToyDataset(32, 1), Killer, settings, out / "ckpt", out / "history.csv")
+        fit(ToyModel(), ToyDataset(64, 0), ToyDataset(32, 1), killer_evaluator(stop_after), settings, out / "ckpt",
+            out / "history.csv")
     assert len(pd.read_csv(out / "history.csv")) == stop_after
 
 

@@ -64,3 +64,17 @@ def assert_same_run(dir_a: Path, dir_b: Path, model_a: nn.Module, model_b: nn.Mo
     pd.testing.assert_frame_equal(a, b)
     for (k, v), (_, w) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def killer_evaluator(stop_after: int) -> type[ToyEvaluator]:
+    """An evaluator class whose instances raise KeyboardInterrupt at the (stop_after + 1)-th
+    ``compute`` (a kill during that evaluation: its epoch's outputs are never written)."""
+    class Killer(ToyEvaluator):
+        count = 0
+
+        def compute(self):
+            Killer.count += 1
+            if Killer.count > stop_after:
+                raise KeyboardInterrupt
+            return super().compute()
+    return Killer
