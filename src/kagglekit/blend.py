@@ -19,7 +19,7 @@ import numpy as np
 from kagglekit import paths
 from kagglekit.config import ConfigError, from_dict
 from kagglekit.ensemble import SegmentationBlendObjective, search_weights
-from kagglekit.io import load_json, save_json
+from kagglekit.io import file_lock, load_json, save_json
 from kagglekit.oof import OOFError, StoredPredictions, iter_test_mean, merged_oof
 
 log = logging.getLogger("kagglekit.ensemble")
@@ -83,6 +83,9 @@ def wait_for_members(root: Path, members: Sequence[str], seconds: int, poll: flo
     while seconds > 0:
         missing = [m for m in members if not (root / m / "metrics.json").exists()]
         if not missing:
+            for member in members:  # an epilogue still writing (merged OOF, submission) holds this lock
+                with file_lock(root / member / ".finish.lock"):
+                    pass
             return
         if time.monotonic() > deadline:
             raise OOFError(f"waited {seconds}s; experiments {missing} have not finished all folds in {root}")

@@ -42,7 +42,10 @@ def parse_folds(value: str, n_folds: int) -> list[int]:
 
 
 def resolve_config(cfg: ExperimentConfig, argv: Sequence[str] | None = None) -> tuple[ExperimentConfig, argparse.Namespace]:
-    args = build_parser(cfg.name).parse_args(argv)
+    parser = build_parser(cfg.name)
+    args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite conflict: --overwrite deletes the fold that --resume would continue")
     if args.demo:
         cfg = cfg.demo()
     return apply_overrides(cfg, args.overrides), args
@@ -61,7 +64,7 @@ def main(cfg: ExperimentConfig, argv: Sequence[str] | None = None) -> int:
         folds = parse_folds(args.fold, cfg.n_folds)
         task = runner.build_task(cfg)
         if args.demo and hasattr(task, "prepare_demo"):
-            task.prepare_demo()
+            runner.prepare_demo(task)
         for fold in folds:
             metrics = runner.run_fold(cfg, fold, resume=args.resume, overwrite=args.overwrite)
             log.info("fold %d done: %s", fold, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})

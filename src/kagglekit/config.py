@@ -140,10 +140,11 @@ def config_differences(cfg: Any, saved: Mapping[str, Any]) -> list[str]:
     return diffs
 
 
-def save_config(cfg: Any, path: str | Path) -> Path:
-    """Snapshot: every field plus the config class and hash (``output/<exp>/fold<k>/config.json``)."""
+def save_config(cfg: Any, path: str | Path, exclusive: bool = False) -> Path:
+    """Snapshot: every field plus the config class and hash (``output/<exp>/fold<k>/config.json``).
+    ``exclusive``: FileExistsError when ``path`` exists (another process claimed the fold)."""
     payload = {"config_class": type(cfg).__name__, "config_hash": config_hash(cfg), **to_dict(cfg)}
-    return save_json(path, payload)
+    return save_json(path, payload, exclusive)
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:

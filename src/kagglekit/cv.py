@@ -369,18 +369,21 @@ def write_folds(df_with_fold: pd.DataFrame, path: PathLike, id_column: str) -> P
     """
     path = Path(path)
     new = _assignment_from_df(df_with_fold, id_column)
-    if path.exists():
-        existing = load_folds(path, id_column, id_dtype=str)
-        reason = _assignment_difference(existing, new, id_column)
-        if reason is None:
+    if not path.exists():
+        try:  # exclusive: of several processes (ranks, machines) making it at once, one wins
+            save_csv(path, new, exclusive=True)
             return path
-        raise ValueError(
-            f"{path} already exists with a different fold assignment ({reason}); folds are fixed "
-            f"per competition so OOF predictions align. Delete {path} explicitly to regenerate "
-            "(older OOF predictions then no longer align)"
-        )
-    save_csv(path, new)
-    return path
+        except FileExistsError:
+            pass  # another process wrote it between the check and the write: compare with theirs
+    existing = load_folds(path, id_column, id_dtype=str)
+    reason = _assignment_difference(existing, new, id_column)
+    if reason is None:
+        return path
+    raise ValueError(
+        f"{path} already exists with a different fold assignment ({reason}); folds are fixed "
+        f"per competition so OOF predictions align. Delete {path} explicitly to regenerate "
+        "(older OOF predictions then no longer align)"
+    )
 
 
 def fold_ids(folds: pd.DataFrame, fold: int, id_column: str) -> tuple[list, list]:

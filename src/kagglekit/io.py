@@ -45,8 +45,13 @@ def _disk_full(path: Path, existed: bool, code: int) -> DiskFullError:
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb",
-                before_replace: Callable[[], None] | None = None) -> Iterator[IO[Any]]:
+                before_replace: Callable[[], None] | None = None, exclusive: bool = False) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically.
+
+    ``exclusive=True`` creates ``path`` only if it does not exist yet (a hard link of the complete
+    temp file, atomic on POSIX and NFS): when another process got there first, FileExistsError
+    is raised and its file is left as it was. This is how write-once files (folds.csv, a fold's
+    config.json) are claimed by exactly one of several processes sharing one folder.
 
     On any exception (or a kill) the temp file is removed (or left as ``.<name>.*.tmp`` for
     :func:`remove_stale_temps`) and ``path`` is left untouched. ``before_replace`` runs once the
@@ -71,7 +76,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb",
             os.fsync(fh.fileno())
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
+        _publish(tmp, path, exclusive)
         _fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -79,6 +84,30 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb",
         if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and exc.errno in _DISK_FULL:
             raise _disk_full(path, existed, exc.errno) from exc
         raise
+
+
+def _publish(tmp: str, path: Path, exclusive: bool) -> None:
+    if not exclusive:
+        os.replace(tmp, path)
+        return
+    os.link(tmp, path)  # FileExistsError when another writer created path first
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` (created if missing) for the body: processes that
+    read-modify-write one shared file (the ledger) or run a once-only step (demo data, the
+    experiment epilogue) take turns instead of losing each other's work."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
@@ -93,8 +122,8 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_open(path, "w") as fh:
+def write_text(path: str | os.PathLike, text: str, exclusive: bool = False) -> Path:
+    with atomic_open(path, "w", exclusive=exclusive) as fh:
         fh.write(text)
     return Path(path)
 
@@ -115,8 +144,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def save_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+def save_json(path: str | os.PathLike, obj: Any, exclusive: bool = False) -> Path:
+    """``exclusive``: see :func:`atomic_open` (FileExistsError when ``path`` already exists)."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n", exclusive)
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -136,9 +166,10 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def save_csv(path: str | os.PathLike, frame: "Any", **to_csv_kwargs: Any) -> Path:
-    """Write a pandas DataFrame as CSV atomically (``index=False`` unless told otherwise)."""
+def save_csv(path: str | os.PathLike, frame: "Any", exclusive: bool = False, **to_csv_kwargs: Any) -> Path:
+    """Write a pandas DataFrame as CSV atomically (``index=False`` unless told otherwise);
+    ``exclusive``: see :func:`atomic_open`."""
     to_csv_kwargs.setdefault("index", False)
-    with atomic_open(path, "w") as fh:
+    with atomic_open(path, "w", exclusive=exclusive) as fh:
         frame.to_csv(fh, **to_csv_kwargs)
     return Path(path)

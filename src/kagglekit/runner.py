@@ -18,7 +18,7 @@ from kagglekit.config import ConfigError, ExperimentConfig, config_differences, 
 from kagglekit.engine import distributed as dist_utils
 from kagglekit.engine.fit import Evaluator, FitSettings, fit
 from kagglekit.engine.seed import seed_everything
-from kagglekit.io import load_json, remove_stale_temps, save_json
+from kagglekit.io import file_lock, load_json, remove_stale_temps, save_json
 
 log = logging.getLogger("kagglekit")
 
@@ -41,6 +41,14 @@ def build_task(cfg: ExperimentConfig) -> Task:
     return TASKS[cfg.task](cfg)
 
 
+def prepare_demo(task: Task) -> None:
+    """The task's demo data, made once: by rank 0 under torchrun (the other ranks wait, then find
+    it) and by one of several processes sharing ``input/`` (a file lock)."""
+    dist_utils.init_from_env()
+    with dist_utils.main_first(), file_lock(paths.input_root() / ".demo.lock"):
+        task.prepare_demo()
+
+
 def exp_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir or paths.output_root()) / cfg.name
 
@@ -50,22 +58,42 @@ def fit_settings(cfg: ExperimentConfig) -> FitSettings:
     return FitSettings(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
 
 
-def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse to touch an existing fold output unless --resume (same config) or --overwrite."""
+def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> str:
+    """Collective (every rank calls it): rank 0 alone decides what happens to ``fold_dir`` and
+    claims it by writing ``config.json``; the decision ('fresh', 'resume' or 'overwrite') or the
+    refusal reaches every rank. Deciding on each rank raced with rank 0's write: a slower rank saw
+    the folder it was about to train into as a finished run (issue 17)."""
+    return dist_utils.run_on_main(lambda: claim_fold_dir(fold_dir, cfg, resume, overwrite))
+
+
+def claim_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> str:
+    """Refuse to touch an existing fold output unless --resume (same config) or --overwrite; then
+    write the config snapshot. One process only (rank 0); a fresh claim is exclusive, so two
+    processes (machines sharing output/) starting the same fold cannot both train it."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite conflict: --overwrite deletes the fold that --resume would "
+                          "continue; pass one of them")
     exists = (fold_dir / "config.json").exists() or (fold_dir / "checkpoints").exists()
-    if not exists:
-        return
-    if overwrite:
-        if dist_utils.is_main():
-            log.warning("--overwrite: removing %s", fold_dir)
-            shutil.rmtree(fold_dir)
-        dist_utils.barrier()
-        return
-    if not resume:
+    if exists and overwrite:
+        log.warning("--overwrite: removing %s", fold_dir)
+        shutil.rmtree(fold_dir)
+    elif exists and not resume:
         raise FileExistsError(f"{fold_dir} already exists; pass --resume to continue it or --overwrite to start again")
-    if dist_utils.is_main():
-        for path in remove_stale_temps(fold_dir):
-            log.warning("--resume: removed %s left by an interrupted write", path)
+    elif exists:
+        _check_resumable(fold_dir, cfg)
+        save_config(cfg, fold_dir / "config.json")
+        return "resume"
+    try:
+        save_config(cfg, fold_dir / "config.json", exclusive=True)
+    except FileExistsError:
+        raise FileExistsError(f"{fold_dir} was just started by another process sharing this output/; "
+                              "run a different --fold here") from None
+    return "overwrite" if exists else "fresh"
+
+
+def _check_resumable(fold_dir: Path, cfg: ExperimentConfig) -> None:
+    for path in remove_stale_temps(fold_dir):
+        log.warning("--resume: removed %s left by an interrupted write", path)
     if not (fold_dir / "config.json").exists():
         return
     diffs = config_differences(cfg, load_json(fold_dir / "config.json"))
@@ -82,9 +110,8 @@ def run_fold(cfg: ExperimentConfig, fold: int, *, resume: bool = False, overwrit
     task = build_task(cfg)
     fold_dir = exp_dir(cfg) / f"fold{fold}"
     guard_fold_dir(fold_dir, cfg, resume, overwrite)
-    if dist_utils.is_main():
-        save_config(cfg, fold_dir / "config.json")
-    train_ds, valid_ds = task.fold_datasets(fold)
+    with dist_utils.main_first():  # rank 0 makes folds.csv / converted annotations; the others read them
+        train_ds, valid_ds = task.fold_datasets(fold)
     result = fit(task.build_model(), train_ds, valid_ds, task.make_evaluator, fit_settings(cfg),
                  fold_dir / "checkpoints", fold_dir / "history.csv", resume=resume)
     metrics: dict[str, Any] = {"experiment": cfg.name, "fold": fold, "best_epoch": result.best_epoch,
@@ -101,4 +128,5 @@ def finish_experiment(cfg: ExperimentConfig) -> dict[str, Any] | None:
     """After the last fold: experiment-level OOF metrics, submission and report (main rank only)."""
     if not dist_utils.is_main():
         return None
-    return build_task(cfg).finish_experiment(exp_dir(cfg))
+    with file_lock(exp_dir(cfg) / ".finish.lock"):  # machines finishing their last folds at once take turns
+        return build_task(cfg).finish_experiment(exp_dir(cfg))

@@ -1,7 +1,9 @@
 """torchrun / DistributedDataParallel helpers (NCCL on CUDA, gloo on CPU)."""
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -57,6 +59,76 @@ def unwrap(model: nn.Module) -> nn.Module:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+T = TypeVar("T")
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on the other ranks when rank 0 failed inside :func:`run_on_main` / :func:`main_first`
+    with an exception that could not be sent to them as it was."""
+
+
+def broadcast_object(value: Any) -> Any:
+    """``value`` of rank 0 on every rank (pickled through ``broadcast_object_list``)."""
+    if not is_distributed():
+        return value
+    box = [value if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """``exc`` itself when it survives pickling (so other ranks raise the same type and message)."""
+    import pickle
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any unpicklable exception is summarised instead
+        return RankZeroFailed(f"rank 0 failed: {type(exc).__name__}: {exc}")
+
+
+def run_on_main(fn: Callable[[], T]) -> T:
+    """Call ``fn`` on rank 0 only and hand its result to every rank; when it raises, every rank
+    raises the same error. This is how a decision that reads and then writes shared files (the
+    fold-folder guard, write-once files) is made once, before any other rank can see a half-made
+    state: a check-then-write on each rank races with rank 0's write."""
+    if not is_distributed():
+        return fn()
+    outcome: tuple[bool, Any] = (True, None)
+    if is_main():
+        try:
+            outcome = (True, fn())
+        except Exception as exc:  # noqa: BLE001 - re-raised below after telling the other ranks
+            outcome = (False, _sendable(exc))
+            broadcast_object(outcome)
+            raise
+    ok, value = broadcast_object(outcome)
+    if not ok:
+        raise value
+    return value
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the body first (making write-once files: demo data, folds.csv, converted
+    annotations); the other ranks run it after rank 0 finished, when those files exist and are
+    only read. If rank 0 fails, the others raise instead of waiting forever at a barrier."""
+    if not is_distributed():
+        yield
+        return
+    if is_main():
+        try:
+            yield
+        except Exception as exc:
+            broadcast_object(_sendable(exc))
+            raise
+        broadcast_object(None)
+        return
+    failure = broadcast_object(None)
+    if failure is not None:
+        raise failure
+    yield
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:

@@ -200,8 +200,9 @@ def cmd_submit(args: argparse.Namespace, api: Any = None) -> int:
     client = kaggle_api(api)
     client.competition_submit(file_name=str(args.submission), message=args.message, competition=args.competition)
     output = Path(args.output) if args.output else output_root()
-    ledger = ledger_mod.record_submission(ledger_mod.refresh_ledger(output), args.submission, args.message)
-    csv_path, _ = ledger_mod.save_ledger(ledger, output)
+    with ledger_mod.ledger_lock(output):  # read-modify-write: concurrent ledger commands take turns
+        ledger = ledger_mod.record_submission(ledger_mod.refresh_ledger(output), args.submission, args.message)
+        csv_path, _ = ledger_mod.save_ledger(ledger, output)
     print(f"submitted {args.submission} ({rows} rows) to {args.competition}; recorded in {csv_path}")
     return 0
 
@@ -211,10 +212,11 @@ def cmd_ledger(args: argparse.Namespace, api: Any = None) -> int:
     if (args.lb is None) != (args.submission is None):
         raise ValueError("--lb and --submission go together: --lb 0.6951 --submission submissions/<file>.csv")
     output = Path(args.output) if args.output else output_root()
-    ledger = ledger_mod.refresh_ledger(output)
-    if args.lb is not None:
-        n = ledger_mod.set_public_lb(ledger, args.submission, args.lb)
-        print(f"public LB {args.lb} recorded on {n} row(s) with submission {args.submission}")
-    csv_path, md_path = ledger_mod.save_ledger(ledger, output)
+    with ledger_mod.ledger_lock(output):  # read-modify-write: concurrent ledger commands take turns
+        ledger = ledger_mod.refresh_ledger(output)
+        if args.lb is not None:
+            n = ledger_mod.set_public_lb(ledger, args.submission, args.lb)
+            print(f"public LB {args.lb} recorded on {n} row(s) with submission {args.submission}")
+        csv_path, md_path = ledger_mod.save_ledger(ledger, output)
     print(f"{len(ledger)} row(s) -> {csv_path}, {md_path}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from kagglekit.io import load_json, save_csv, write_text
+from kagglekit.io import file_lock, load_json, save_csv, write_text
 from kagglekit.paths import project_root
 from kagglekit.report.markdown import markdown_table
 
@@ -262,6 +262,13 @@ def save_ledger(ledger: pd.DataFrame, output: str | os.PathLike) -> tuple[Path, 
 
 
 # --------------------------------------------------------------------------- ledger operations
+def ledger_lock(output: str | os.PathLike) -> Any:
+    """Hold this around load → change → save of ``<output>/ledger.csv``: two commands (say a
+    `submit` on one machine and a `ledger --lb` on another) would otherwise each save their own
+    copy and the slower one would drop the other's row."""
+    return file_lock(Path(output) / ".ledger.lock")
+
+
 def refresh_ledger(output: str | os.PathLike, git: tuple[str, str] | None = None) -> pd.DataFrame:
     """The ledger at ``<output>/ledger.csv`` with every experiment found under ``output`` upserted."""
     ledger = load_ledger(Path(output) / "ledger.csv")

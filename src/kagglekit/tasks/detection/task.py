@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from kagglekit import paths
 from kagglekit.cv import fold_ids, get_or_make_folds
 from kagglekit.engine.distributed import local_device
-from kagglekit.io import load_json, save_json
+from kagglekit.io import file_lock, load_json, save_json
 from kagglekit.metrics.detection import coco_bbox_eval, detectron2_results_json, prediction_stats
 from kagglekit.tasks.detection import convert as C
 from kagglekit.tasks.detection.config import DetectionConfig
@@ -97,7 +97,9 @@ class DetectionTask:
         if split not in self._coco:
             path = self.annotations_path(split)
             if self.cfg.data_format == "yolo" and not path.exists() and self._yolo_split_exists(split):
-                self._convert_yolo()
+                with file_lock(self.work / ".convert.lock"):  # processes sharing input/ convert once
+                    if not path.exists():
+                        self._convert_yolo()
             if self.cfg.data_format not in ("yolo", "coco"):
                 raise ValueError(f"data_format {self.cfg.data_format!r} unknown; use yolo or coco")
             coco = C.load_coco(path) if path.exists() else None

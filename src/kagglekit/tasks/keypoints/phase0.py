@@ -39,7 +39,7 @@ def run_arm(cfg: KeypointConfig, demo: bool, resume: bool, overwrite: bool) -> P
         return exp_dir / "metrics.json"
     task = runner.build_task(cfg)
     if demo:
-        task.prepare_demo()
+        runner.prepare_demo(task)
     runner.run_fold(cfg, 0, resume=resume, overwrite=overwrite)
     runner.finish_experiment(cfg)
     return exp_dir / "metrics.json"
