@@ -6,7 +6,7 @@ from kagglekit.cli import main
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 
 CFG = SegmentationConfig(
-    name=Path(__file__).stem, arch="fpn", encoder="tu-convnext_base", epochs=50, batch_size=4,
+    name=Path(__file__).stem, arch="fpn", backbone="tu-convnext_base", epochs=50, batch_size=4,
     lr=1e-4, weight_decay=1e-4, scheduler="cosine", ema_decay=0.999, n_folds=5,
     depth_aux=True, depth_loss_weight=0.1,
 )

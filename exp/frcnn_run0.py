@@ -3,7 +3,7 @@
 25000 iterations of batch 4, train min size 640..800 / test 800 (max 1333), hflip, RoI batch 512,
 score threshold 0.5, 100 detections per image, evaluation + checkpoint every 2500 iterations.
 Data: a YOLO dataset (images/ + labels/ per split, classes.txt) in ``--set data_dir=...``;
-a COCO-detection checkpoint via ``--set detector_weights=<local file>``."""
+a COCO-detection checkpoint via ``--set init_weights=<local file>``."""
 from pathlib import Path
 
 from kagglekit.cli import main

@@ -11,7 +11,7 @@ from kagglekit.tasks.detection.config import RUN1_ANCHORS
 
 CFG = replace(PARENT, name=Path(__file__).stem, anchor_sizes=RUN1_ANCHORS,
               train_min_sizes=tuple(range(512, 897, 32)), test_min_size=704,
-              tta_sizes=(608, 704, 800), tta_flip=True, tta_merge="wbf", compare_to="frcnn_run0")
+              tta_sizes=(608, 704, 800), tta_flip=True, tta_merge="wbf", compare_to=("frcnn_run0",))
 
 if __name__ == "__main__":
     raise SystemExit(main(CFG))

@@ -9,7 +9,7 @@ from frcnn_run1 import CFG as PARENT
 from kagglekit.cli import main
 
 CFG = replace(PARENT, name=Path(__file__).stem, roi_loss="focal", focal_alpha=0.25, focal_gamma=2.0,
-              repeat_factor_threshold=0.001, compare_to="frcnn_run1")
+              repeat_factor_threshold=0.001, compare_to=("frcnn_run1",))
 
 if __name__ == "__main__":
     raise SystemExit(main(CFG))

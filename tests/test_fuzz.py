@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kagglekit.config import ConfigError, apply_overrides, cast_value, field_types, parse_override
+from kagglekit.config import ConfigError, apply_overrides, cast_value, field_types, parse_override, renamed_keys
 from kagglekit.metrics.mabe import parse_behaviors_labeled
 from kagglekit.submission.mabe import MABE_COLUMNS, validate_mabe
 from kagglekit.submission.rle import SubmissionError, parse_rle, rle_decode, rle_encode
@@ -517,6 +517,8 @@ def _typed_raw(tp) -> st.SearchStrategy[str]:
         parts = (st.lists(_typed_raw(args[0]), max_size=4) if args[-1] is Ellipsis
                  else st.tuples(*map(_typed_raw, args)).map(list))
         return st.tuples(parts, st.booleans()).map(lambda t: ("({})" if t[1] else "{}").format(",".join(t[0])))
+    if typing.get_origin(tp) is typing.Literal:
+        return st.sampled_from(typing.get_args(tp))
     return {int: st.one_of(st.integers(-(10**20), 10**20).map(str), st.sampled_from(["1e3", "4.0", " 7 "])),
             float: st.one_of(FLOATS.map(repr), st.integers(-5, 5).map(str)),
             bool: st.sampled_from(["true", "False", "1", "0", "yes", "NO", "on", "off"]),
@@ -525,13 +527,22 @@ def _typed_raw(tp) -> st.SearchStrategy[str]:
 
 def _items(cls) -> st.SearchStrategy[list[str]]:
     types_ = field_types(cls)
-    keys = sorted(types_)
-    typed = st.sampled_from(keys).flatmap(lambda k: st.tuples(st.just(k), st.just("="), _typed_raw(types_[k])))
+    keys = sorted(types_) + sorted(k for k in renamed_keys(cls) if k not in types_)  # + deprecated names
+    typed = st.sampled_from(keys).flatmap(lambda k: st.tuples(st.just(k), st.just("="), _typed_raw(_key_type(cls, k))))
     key = st.one_of(st.sampled_from(keys), st.sampled_from(keys).flatmap(_typos), st.text(max_size=10))
     item = st.one_of(typed.map("".join), typed.map("".join),
                      st.tuples(key, st.sampled_from(["=", " = ", "=="]), _values).map("".join),
                      st.text(max_size=20))
     return st.lists(item, min_size=1, max_size=3)
+
+
+def _key_type(cls, key: str):
+    """The type ``--set key=`` is cast to (a deprecated name: its old type, else its new field's)."""
+    types_ = field_types(cls)
+    if key in types_:
+        return types_[key]
+    renamed = renamed_keys(cls)[key]
+    return renamed.old_type or types_[renamed.new]
 
 
 def _has_type(value, tp) -> bool:
@@ -564,7 +575,7 @@ def _check_overrides(cfg, items: list[str]) -> None:
     for name, tp in types_.items():
         assert _has_type(getattr(out, name), tp), (name, getattr(out, name), tp)
     key, raw = parse_override(items[-1])
-    assert key in types_  # every applied item named a real field
+    assert key in types_ or key in renamed_keys(cfg)  # every applied item named a real field or an old name of one
 
 
 @fuzz("config_overrides_segmentation")
@@ -583,7 +594,9 @@ def test_fuzz_config_overrides_segmentation(items):
 @example(items=["rpn_pre_nms_top_n=(1,2,3)"])
 @example(items=["rpn_pre_nms_top_n=1e3, 2"])
 @example(items=["splits=a,,b"])
-@example(items=["hflip=maybe"])
+@example(items=["hflip=maybe"])  # deprecated name (now hflip_p), still cast as a bool
+@example(items=["hflip=yes"])
+@example(items=["tta_merge=avg"])  # Literal: refused, naming nms / wbf
 def test_fuzz_config_overrides_detection(items):
     _check_overrides(DetectionConfig(), items)
 
@@ -610,7 +623,8 @@ def test_fuzz_config_typo_suggestions(cls, data):
         key, typo = "epochs", "epoch"
     else:
         key = data.draw(st.sampled_from(keys), label="key")
-        typo = data.draw(_one_edit(key).filter(lambda t: t.strip() not in keys), label="typo")
+        typo = data.draw(_one_edit(key).filter(lambda t: t.strip() not in keys and t.strip() not in renamed_keys(cls)),
+                         label="typo")
     with pytest.raises(ConfigError, match=r"unknown config key .*; did you mean") as info:
         apply_overrides(cls(), [f"{typo}=1"])
     if data is None:

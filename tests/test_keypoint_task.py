@@ -64,7 +64,7 @@ def test_flip_tta_prediction_with_a_real_keypoint_rcnn(in_tmp):
     model.detector.roi_heads.score_thresh = 0.0
     image = torch.rand(3, 120, 160)
     for tta in (False, True):
-        det = model.predict(image, flip_tta=tta)
+        det = model.predict(image, tta_flip=tta)
         k = det["keypoints"]
         assert k.ndim == 3 and k.shape[1:] == (17, 3) and len(k) == len(det["boxes"]) > 0
 

@@ -172,7 +172,7 @@ def test_build_transforms_shapes_and_hflip_flag():
         assert build_transforms(96, train=train, seed=0)(image=img)["image"].shape == (96, 96, 3)
     names = lambda t: [type(x).__name__ for x in t.transforms]  # noqa: E731
     assert "HorizontalFlip" not in names(build_transforms(96, True))
-    assert "HorizontalFlip" in names(build_transforms(96, True, hflip=True))
+    assert "HorizontalFlip" in names(build_transforms(96, True, hflip_p=0.5))
     assert isinstance(build_transforms(96, True).transforms[-1], CamErase)
     assert names(build_transforms(96, False)) == ["Resize"]
     assert isinstance(build_transforms(96, False), A.Compose)

@@ -6,6 +6,7 @@ from pathlib import Path
 import test_atomic_writes as atomic
 import test_fuzz as fuzz
 import test_kill_resume as kill
+import test_lifecycle as lifecycle
 
 DOC = (Path(__file__).resolve().parents[1] / "RELIABILITY.md").read_text()
 
@@ -21,6 +22,9 @@ def test_figures_match_the_tests():
         f"**{disk_full}** mid-write ENOSPC cases",
         f"**{sum(fuzz.FUZZ_EXAMPLES.values())}** generated cases",
         f"over {len(fuzz.FUZZ_EXAMPLES)} properties",
+        f"**{len(lifecycle.DATASETS)}** tasks' pre-flight checks",
+        f"**{len(lifecycle.SIGNALS)}** signals sent to a real `exp093_5 --demo` run",
+        f"all {lifecycle.REAL_RUN_EPOCHS} history rows",
     ]
     for text in figures:
         assert text in DOC, f"RELIABILITY.md does not say {text!r}; update the table"

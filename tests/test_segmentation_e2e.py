@@ -55,7 +55,7 @@ def test_fold_artefacts(in_workdir):
                  "test/probs.npy", "test/manifest.json"):
         assert (fold / name).exists(), name
     config = json.loads((fold / "config.json").read_text())
-    assert config["epochs"] == 2 and config["use_depth_input"] is True and config["encoder"] == "tu-resnet18"
+    assert config["epochs"] == 2 and config["use_depth_input"] is True and config["backbone"] == "tu-resnet18"
     hist = pd.read_csv(fold / "history.csv")
     assert list(hist.columns[:5]) == ["epoch", "train_loss", "valid_loss", "valid_miou", "valid_pixel_acc"]
     manifest = json.loads((fold / "oof/manifest.json").read_text())
@@ -93,7 +93,7 @@ def test_ensemble_blends_members(in_workdir):
     summary = run_ensemble(cfg, overwrite=True)
     weights = json.loads((in_workdir / "output/demo/ensemble/blend/weights.json").read_text())
     assert weights["members"] == ["seg_a", "seg_b"] and sum(weights["weights"]) == pytest.approx(1.0)
-    assert weights["blend_oof_miou"] >= max(weights["member_oof_miou"].values()) - 1e-9
+    assert weights["blend_oof_score"] >= max(weights["member_oof_score"].values()) - 1e-9 and weights["metric"] == "mIoU"
     assert weights["objective_evaluations"] > 2 and weights["method"] == "slsqp"
     validate(summary["submission"], in_workdir / "input/nyuv2_demo/sample_submission.csv", image_shape=(120, 160))
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -118,6 +118,7 @@ def test_ensemble_refuses_misaligned_members(in_workdir):
     shutil.rmtree(in_workdir / "output/demo/seg_c/oof_merged", ignore_errors=True)
     with pytest.raises(OOFError, match="no OOF row|differ"):
         run_ensemble(EnsembleConfig(name="bad", members=("seg_a", "seg_c")).demo(), overwrite=True)
+    assert not (in_workdir / "output/demo/ensemble/bad").exists()  # a failed ensemble leaves no folder behind
 
 
 def test_existing_fold_output_is_refused(in_workdir, capsys):

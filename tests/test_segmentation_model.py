@@ -66,7 +66,7 @@ def offline_mobilenet_v2() -> Path:
 def test_pretrained_mobilenet_v2_loads_with_4_channel_adaptation():
     path = offline_mobilenet_v2()
     ref = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_segmentation_model("fpn", "mobilenet_v2", 4, 13, LossSpec(), True, pretrained_path=str(path))
+    model = build_segmentation_model("fpn", "mobilenet_v2", 4, 13, LossSpec(), True, pretrained=str(path))
     enc = model.net.encoder.state_dict()
     torch.testing.assert_close(enc["features.5.conv.1.0.weight"], ref["features.5.conv.1.0.weight"])
     first = enc["features.0.0.weight"]
@@ -76,8 +76,8 @@ def test_pretrained_mobilenet_v2_loads_with_4_channel_adaptation():
 
 
 def test_pretrained_path_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrained_path"):
-        build_segmentation_model("fpn", "mobilenet_v2", 3, 13, LossSpec(), False, pretrained_path=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="pretrained"):
+        build_segmentation_model("fpn", "mobilenet_v2", 3, 13, LossSpec(), False, pretrained=str(tmp_path / "nope.pt"))
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pt")
     model = build_segmentation_model("fpn", "mobilenet_v2", 3, 13, LossSpec(), False)
     with pytest.raises(ValueError, match="no tensor matches"):

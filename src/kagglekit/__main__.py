@@ -1,6 +1,6 @@
 """``python -m kagglekit <command>`` (also the ``kagglekit`` console script).
 
-Commands: download, folds, status, validate, submit, ledger, bundle. ``--help`` works without
+Commands: download, folds, status, validate, submit, ledger, finish, bundle. ``--help`` works without
 Kaggle credentials: the ``kaggle`` package is imported only by the commands that call the API.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-COMMANDS = ("download", "folds", "status", "validate", "submit", "ledger")
+COMMANDS = ("download", "folds", "status", "validate", "submit", "ledger", "finish")
 
 
 def _add_download(sub: Any) -> None:
@@ -44,19 +44,28 @@ def _add_status_ledger(sub: Any) -> None:
     p.add_argument("--output", help="output root (default: output/)")
 
 
+def _submission_source(p: Any) -> None:
+    """Where the format comes from: an experiment (``--exp``: its task, test ids and sizes) or a
+    sample submission (``--sample``, per-image formats); both: the sample is the experiment's reference."""
+    p.add_argument("--exp", help="experiment or ensemble name under --output: validate with its task's format")
+    p.add_argument("--sample", help="the competition's sample_submission.csv")
+    p.add_argument("--image-shape", nargs=2, type=int, metavar=("H", "W"), help="RLE image shape (with --sample)")
+    p.add_argument("--output", help="output root holding the experiment and ledger.csv (default: output/)")
+
+
 def _add_validate_submit(sub: Any) -> None:
-    p = sub.add_parser("validate", help="validate a submission CSV against the sample submission")
+    p = sub.add_parser("validate", help="validate a submission CSV (--exp NAME or --sample FILE)")
     p.add_argument("submission", metavar="SUBMISSION")
-    p.add_argument("--sample", required=True, help="the competition's sample_submission.csv")
-    p.add_argument("--image-shape", nargs=2, type=int, metavar=("H", "W"), help="RLE image shape")
+    _submission_source(p)
     p = sub.add_parser("submit", help="validate, then kaggle competitions submit (ledger records it)")
     p.add_argument("submission", metavar="SUBMISSION")
     p.add_argument("-c", "--competition", required=True)
     p.add_argument("-m", "--message", required=True)
-    p.add_argument("--sample", required=True, help="the competition's sample_submission.csv")
-    p.add_argument("--image-shape", nargs=2, type=int, metavar=("H", "W"))
+    _submission_source(p)
     p.add_argument("--dry-run", action="store_true", help="print the kaggle command line, send nothing")
-    p.add_argument("--output", help="output root holding ledger.csv (default: output/)")
+    p = sub.add_parser("finish", help="re-run only the experiment epilogue (all folds done): CV, submission, report")
+    p.add_argument("experiment", metavar="EXP")
+    p.add_argument("--output", help="output root holding EXP (default: output/)")
 
 
 def build_parser() -> argparse.ArgumentParser:

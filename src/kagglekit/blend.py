@@ -12,15 +12,15 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from kagglekit import paths
-from kagglekit.config import ConfigError, from_dict
-from kagglekit.ensemble import SegmentationBlendObjective, search_weights
-from kagglekit.io import file_lock, load_json, save_json
-from kagglekit.oof import OOFError, StoredPredictions, iter_test_mean, merged_oof
+from kagglekit.config import ConfigError
+from kagglekit.ensemble import search_weights
+from kagglekit.io import file_lock, save_json
+from kagglekit.oof import OOFError
 
 log = logging.getLogger("kagglekit.ensemble")
 
@@ -46,14 +46,8 @@ class EnsembleConfig:
 
 def member_config(root: Path, exp: str) -> Any:
     """The resolved config a member was trained with (``output/<exp>/fold0/config.json``)."""
-    from kagglekit.tasks import CONFIGS
-    path = root / exp / "fold0" / "config.json"
-    if not path.exists():
-        raise OOFError(f"{path} not found: train the member first (python exp/{exp}.py --fold all)")
-    data = load_json(path)
-    if data.get("task") not in CONFIGS:
-        raise ConfigError(f"{path}: task {data.get('task')!r} unknown; use one of {sorted(CONFIGS)}")
-    return from_dict(CONFIGS[data["task"]](), data)
+    from kagglekit.experiment.lookup import saved_config
+    return saved_config(root, exp)
 
 
 def repredict_member(cfg: EnsembleConfig, member_cfg: Any, src: Path, dst: Path) -> Path:
@@ -93,27 +87,6 @@ def wait_for_members(root: Path, members: Sequence[str], seconds: int, poll: flo
         time.sleep(poll)
 
 
-def check_aligned(names: Sequence[str], stores: Sequence[StoredPredictions]) -> None:
-    first = stores[0]
-    for name, store in zip(names[1:], stores[1:]):
-        if store.ids != first.ids:
-            raise OOFError(f"OOF ids of {name} differ from {names[0]} (different folds.csv or missing rows); "
-                           "members must be trained on the same input/<comp>/folds.csv")
-        if store.probs.shape != first.probs.shape:
-            raise OOFError(f"OOF shape of {name} {store.probs.shape} differs from {names[0]} {first.probs.shape}; "
-                           "use the same oof_scale and classes")
-
-
-def blended_test_chunks(sources: Sequence[Path], weights: np.ndarray, n_folds: int) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Σ wᵢ · (fold-mean test probabilities of member i), chunk by chunk."""
-    iterators = [iter_test_mean(src, n_folds) for src in sources]
-    for chunks in zip(*iterators):
-        ids = chunks[0][0]
-        if any(c[0] != ids for c in chunks[1:]):
-            raise OOFError("members' test predictions list different ids; re-run their test predictions")
-        yield ids, sum(w * c[1] for w, c in zip(weights, chunks))
-
-
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -122,10 +95,23 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]:
+def member_tasks(cfg: EnsembleConfig, root: Path, out: Path) -> tuple[list[Any], list[Path]]:
+    """Each member's task (built from its saved config) and where its predictions are: its own
+    folder, or ``out/members/<exp>`` when re-predicted with the ensemble's TTA."""
     from kagglekit.runner import build_task
-    from kagglekit.tasks.segmentation.finish import write_segmentation_submission
-    from kagglekit.tasks.segmentation.task import majority_class_miou
+    configs = [member_config(root, m) for m in cfg.members]
+    kinds = sorted({c.task for c in configs})
+    if len(kinds) > 1:
+        raise ConfigError(f"members mix tasks {kinds}; ensemble one task at a time")
+    sources = [repredict_member(cfg, c, root / m, out / "members" / m) if cfg.tta_scales else root / m
+               for m, c in zip(cfg.members, configs)]
+    return [build_task(c) for c in configs], sources
+
+
+def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Weights searched on the task's blend objective (the task's metric of the blended OOF),
+    ``weights.json`` + report, the validated blended submission, and its row in
+    ``<output>/ledger.csv``. A failed search or write leaves no ``output/ensemble/<name>/`` behind."""
     if len(cfg.members) < 2:
         raise ConfigError("an ensemble needs at least two members (--exps A B ...)")
     if cfg.method not in ("slsqp", "greedy"):
@@ -134,79 +120,59 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
     wait_for_members(root, cfg.members, cfg.wait_seconds)
     out = root / "ensemble" / cfg.name
     prepare_out_dir(out, overwrite)
-    configs = [member_config(root, m) for m in cfg.members]
-    if {c.task for c in configs} == {"behavior"}:
-        return run_behavior_ensemble(cfg, configs, root, out)
-    if {c.task for c in configs} == {"detection"}:
-        return run_detection_ensemble(cfg, configs, root, out)
-    if len({c.task for c in configs}) > 1:
-        raise ConfigError(f"members mix tasks {sorted({c.task for c in configs})}; ensemble one task at a time")
-    sources = [repredict_member(cfg, c, root / m, out / "members" / m) if cfg.tta_scales else root / m
-               for m, c in zip(cfg.members, configs)]
-    task = build_task(configs[0])
-    order = task.folds()["id"].astype(str).tolist()
-    stores = [merged_oof(src, order, c.n_folds) for src, c in zip(sources, configs)]
-    check_aligned(cfg.members, stores)
-    if stores[0].targets is None:
-        raise OOFError(f"{sources[0]}: OOF targets missing; re-run the member's folds")
-    objective = SegmentationBlendObjective([s.probs for s in stores], stores[0].targets, configs[0].num_classes,
-                                           ignore_index=255, max_pixels_per_image=cfg.max_pixels_per_image or None,
-                                           seed=cfg.seed)
-    result = search_weights(objective, len(stores), cfg.method, final_score_fn=objective.full_score)
-    summary = {"name": cfg.name, "members": list(cfg.members), "weights": [float(w) for w in result.weights],
-               "member_oof_miou": dict(zip(cfg.members, map(float, result.member_scores))),
-               "blend_oof_miou": float(result.score), "method": cfg.method, "metric": "mIoU",
-               "member_oof_score": dict(zip(cfg.members, map(float, result.member_scores))),
-               "blend_oof_score": float(result.score),
-               "chance_miou": majority_class_miou(objective.confusion(result.weights)),
-               "objective_evaluations": int(objective.n_evals), "search_history": [float(h) for h in result.history],
-               "tta_scales": list(cfg.tta_scales), "config": dataclasses.asdict(cfg)}
-    if all(c.predict_test for c in configs):
-        sub = Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
-        write_segmentation_submission(blended_test_chunks(sources, result.weights, configs[0].n_folds),
-                                      tuple(stores[0].manifest.orig_hw), task.root / "sample_submission.csv", sub)
-        summary["submission"] = str(sub)
-    summary["reports"] = [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]
-    save_json(out / "weights.json", summary)
-    write_ensemble_report(out, summary)
+    try:
+        summary = search_and_write(cfg, root, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    record_in_ledger(root)
     return summary
 
 
-def save_summary(cfg: EnsembleConfig, root: Path, out: Path, result: dict[str, Any], metric: str) -> dict[str, Any]:
-    """``weights.json`` + report of a task-specific blend (``result`` holds weights and scores)."""
-    summary = {"name": cfg.name, "members": list(cfg.members), "method": cfg.method, **result,
-               "metric": metric, "member_oof_score": dict(zip(cfg.members, result["member_oof_score"])),
+def record_in_ledger(root: Path) -> None:
+    """Upsert every experiment and ensemble under ``root`` into ``root/ledger.csv`` (+ .md)."""
+    from kagglekit.workflow import ledger
+    with ledger.ledger_lock(root):
+        ledger.save_ledger(ledger.refresh_ledger(root), root)
+
+
+def objective_for(task: Any, tasks: Sequence[Any], sources: Sequence[Path], cfg: EnsembleConfig) -> Any:
+    """The task's blend objective; the pixel subsample of array objectives when the task takes one."""
+    import inspect
+    params = inspect.signature(task.blend_objective).parameters
+    extra = {"max_pixels_per_image": cfg.max_pixels_per_image or None, "seed": cfg.seed}
+    return task.blend_objective(tasks, sources, **{k: v for k, v in extra.items() if k in params})
+
+
+def blend_rule(objective: Any) -> str:
+    """The objective's own one-line description (its class docstring's first sentence)."""
+    doc = (type(objective).__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def search_and_write(cfg: EnsembleConfig, root: Path, out: Path) -> dict[str, Any]:
+    tasks, sources = member_tasks(cfg, root, out)
+    spec = tasks[0].metric
+    objective = objective_for(tasks[0], tasks, sources, cfg)
+    result = search_weights(lambda w: spec.sign * objective(w), len(tasks), cfg.method,
+                            final_score_fn=lambda w: spec.sign * objective.full_score(w))
+    weights = np.asarray(result.weights, dtype=np.float64)
+    sub = objective.write_submission(weights, Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv")
+    if sub is not None:
+        problems = tasks[0].validate_submission(sub)
+        if problems:
+            raise OOFError(f"blended submission {sub} is invalid: " + "; ".join(problems[:5]))
+    summary = {"name": cfg.name, "task": tasks[0].cfg.task, "members": list(cfg.members), "method": cfg.method,
+               "metric": spec.name, "mode": spec.mode, "weights": [float(w) for w in weights],
+               "cv": spec.sign * float(result.score), "blend_oof_score": spec.sign * float(result.score),
+               "member_oof_score": dict(zip(cfg.members, (spec.sign * float(v) for v in result.member_scores))),
+               "objective_evaluations": int(objective.n_evals), "search_history": [spec.sign * float(h) for h in result.history],
+               "tta_scales": list(cfg.tta_scales), "blend_rule": blend_rule(objective), **objective.extras(weights, out),
+               "submission": str(sub) if sub else None, "config": dataclasses.asdict(cfg),
                "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
-    save_json(out / "weights.json", summary)
     write_ensemble_report(out, summary)
+    save_json(out / "weights.json", summary)  # last: its presence means the ensemble is complete
     return summary
-
-
-def run_behavior_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, out: Path) -> dict[str, Any]:
-    """MABe pairs-view members: weights on the official score of the blended OOF (see
-    :mod:`kagglekit.tasks.behavior.blend`)."""
-    from kagglekit.runner import build_task
-    from kagglekit.tasks.behavior.blend import blend_pairs
-    if any(c.view != "pairs" for c in configs):
-        raise ConfigError("behaviour ensembles blend competition-view (view=pairs) experiments")
-    tasks = [build_task(c) for c in configs]
-    sub = Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
-    result = blend_pairs(tasks, [root / m for m in cfg.members], cfg.method, sub)
-    return save_summary(cfg, root, out, result, "MABe score")
-
-
-def run_detection_ensemble(cfg: EnsembleConfig, configs: list[Any], root: Path, out: Path) -> dict[str, Any]:
-    """Detection members: WBF weights searched on COCO mAP of the fused OOF detections (see
-    :mod:`kagglekit.tasks.detection.blend`); fused val/test ``coco_instances_results.json``."""
-    from kagglekit.runner import build_task
-    from kagglekit.tasks.detection.blend import blend_detections
-    tasks = [build_task(c) for c in configs]
-    result = blend_detections(tasks, [root / m for m in cfg.members], cfg.method)
-    for split, dets, gt in (("val", result.pop("oof_detections"), result.pop("gt")),
-                            ("test", result.pop("test_detections", None), result.pop("test_gt", None))):
-        if dets is not None:
-            result[f"{split}_metrics"] = tasks[0].evaluate_split(dets, gt, out / "evaluation" / split)
-    return save_summary(cfg, root, out, result, "bbox mAP (%) after WBF")
 
 
 def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
@@ -220,15 +186,14 @@ def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
         f"# {summary['name']} Ensemble Report",
         "## Ensemble Configuration\n" + markdown_kv({
             "Models": ", ".join(summary["members"]),
-            "Optimization": f"{metric} maximisation of the blend Σ wᵢ pᵢ, method {summary['method']}, "
+            "Optimization": f"{metric} {'maximisation' if summary.get('mode', 'max') == 'max' else 'minimisation'} "
+                            f"over the blend weights, method {summary['method']}, "
                             f"{summary['objective_evaluations']} objective evaluations",
             "TTA": (f"re-predicted with scales {summary['tta_scales']} × flip" if summary.get("tta_scales")
                     else "members' stored OOF/test TTA"),
             "Submission": f"`{summary.get('submission', 'not written')}`"}),
         "## Results Summary\n" + markdown_table(rows, bold_row=len(rows) - 1),
-        "## Notes\n- Segmentation: the search is scored on a fixed pixel subsample; reported scores use all OOF pixels."
-        "\n- Behaviour: each evaluation re-tunes the per-action thresholds on the blend and scores OOF intervals with the official metric."
-        "\n- Detection: members' boxes are fused per image by weighted boxes fusion with the weights; a member's own score is its WBF-fused boxes."
+        "## Notes\n" + f"- Blend: {summary.get('blend_rule') or 'weighted average of the members OOF predictions'}."
         "\n- The blend is never worse than uniform weights or the best single member on OOF (both are evaluated).",
     ])
     return write_text(out / "report.md", text + "\n")

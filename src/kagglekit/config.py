@@ -4,6 +4,16 @@ An experiment is ``CFG = replace(PARENT, name=..., <changed fields>)`` (see ``ex
 from the command line go through :func:`apply_overrides`, which refuses unknown keys (suggesting
 close matches) and casts each value to the field's annotated type, so a typo can never silently
 fall back to a default.
+
+Field names mean one thing in every task (issue 12): ``backbone`` (the network trunk, a timm /
+torchvision / SMP encoder name), ``pretrained`` (a local file of backbone/encoder weights),
+``init_weights`` (a local file of whole-model weights to fine-tune from), ``hflip_p`` (training
+horizontal-flip probability), ``tta_flip`` (flip views at test time), ``compare_to`` (a tuple of
+earlier experiments). Old names still work through one table, :data:`RENAMED_KEYS`: ``--set``
+accepts them with one deprecation line naming the new key, :func:`from_dict` loads snapshots
+written with them, and :func:`config_differences` compares such a snapshot under the new names
+(so an old ``output/`` still resumes). Choice fields are ``Literal[...]``: ``--set`` refuses other
+values and lists the allowed ones.
 """
 from __future__ import annotations
 
@@ -11,21 +21,104 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import math
 import types
 import typing
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Literal, Mapping, TypeVar
 
-from kagglekit.engine.settings import FitSettings
+from kagglekit.engine.settings import Amp, FitSettings, MonitorMode, Optimizer, Scheduler  # noqa: F401 (task configs)
 from kagglekit.io import save_json
 
 C = TypeVar("C")
+log = logging.getLogger("kagglekit.config")
+
+FoldStrategy = Literal["kfold", "stratified", "group", "stratified_group", "multilabel_stratified"]  # cv.STRATEGIES
 
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message says which and how to fix it."""
+
+
+# --------------------------------------------------------------------------- renamed keys
+def flip_probability(flag: Any) -> float:
+    """Old boolean ``hflip`` → ``hflip_p``: True flipped half of the training images (p = 0.5),
+    False none (p = 0.0). A probability is the one type that fits every task (segmentation always
+    had ``hflip_p``), and 0.5 keeps the old runs' random draws and flips exactly."""
+    if not isinstance(flag, bool):
+        raise ConfigError(f"hflip (deprecated, now hflip_p): expected true/false, got {flag!r}; set hflip_p=<probability>")
+    return 0.5 if flag else 0.0
+
+
+def str_tuple(value: Any) -> tuple[str, ...]:
+    """``compare_to`` was a single name in detection: ``""`` → ``()``, ``"x"`` → ``("x",)``; a
+    list/tuple of names is kept."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return tuple(str(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """How an old key is read. ``new``: the current field; ``convert``: old value → new type
+    (applied explicitly where the type changed); ``old_type``: how ``--set old=...`` is cast
+    before ``convert`` (default: the new field's type)."""
+
+    new: str
+    convert: Callable[[Any], Any] | None = None
+    old_type: Any = None
+
+    def describe(self, old: str) -> str:
+        return old if old == self.new else f"{old} → {self.new}"
+
+
+RENAMED_KEYS: dict[str, Renamed] = {
+    # old name: new name (where the old one was used)
+    "flip_tta": Renamed("tta_flip"),  # keypoints
+    "hflip": Renamed("hflip_p", flip_probability, bool),  # detection, keypoints, multilabel (bool)
+    "encoder": Renamed("backbone"),  # segmentation
+    "pretrained_path": Renamed("pretrained"),  # segmentation, multilabel: backbone/encoder weights file
+    "backbone_weights": Renamed("pretrained"),  # detection, keypoints: the same meaning
+    "detector_weights": Renamed("init_weights"),  # detection: whole-detector weights (as keypoints' init_weights)
+    "compare_to": Renamed("compare_to", str_tuple),  # same name; detection's was one str, now a tuple
+}
+"""Old key → how it is read now; applies to a config class when ``new`` is one of its fields.
+Entries whose ``old == new`` only convert the value (a type change); they are not deprecated."""
+
+
+def renamed_keys(cfg_or_cls: Any) -> dict[str, Renamed]:
+    """The entries of :data:`RENAMED_KEYS` that apply to this config class."""
+    names = {f.name for f in dataclasses.fields(cfg_or_cls)}
+    return {old: r for old, r in RENAMED_KEYS.items() if r.new in names and (old == r.new or old not in names)}
+
+
+def upgrade_keys(cfg_or_cls: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` (a snapshot) with old keys renamed and their values converted, plus one note per
+    key that was renamed. An old and a new key giving different values is an error."""
+    table = renamed_keys(cfg_or_cls)
+    out: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    notes = []
+    for key, value in data.items():
+        r = table.get(key)
+        if r is None:
+            new, converted = key, value
+        else:
+            new, converted = r.new, (r.convert(value) if r.convert and value is not None else value)
+            if key != r.new:
+                notes.append(r.describe(key))
+        if new in out and _plain(out[new]) != _plain(converted):
+            raise ConfigError(f"config snapshot gives {new} twice with different values: {sources[new]}={out[new]!r} "
+                              f"and {key}={value!r}")
+        out[new], sources[new] = converted, key
+    return out, notes
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of a value (tuples as lists), for comparisons with a snapshot."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _cast_scalar(key: str, raw: str, tp: Any) -> Any:
@@ -101,11 +194,20 @@ def parse_override(item: str) -> tuple[str, str]:
 
 
 def apply_overrides(cfg: C, items: Iterable[str]) -> C:
-    """Return ``cfg`` with each ``key=value`` applied; unknown keys raise with close matches."""
+    """Return ``cfg`` with each ``key=value`` applied; unknown keys raise with close matches. An
+    old key name (:data:`RENAMED_KEYS`) is applied to its new field, with one warning line."""
     types_ = field_types(cfg)
+    renamed = renamed_keys(cfg)
     changes: dict[str, Any] = {}
     for item in items:
         key, raw = parse_override(item)
+        if key not in types_ and key in renamed:
+            r = renamed[key]
+            value = cast_value(key, raw, r.old_type or types_[r.new])
+            value = r.convert(value) if r.convert and value is not None else value
+            log.warning("--set %s=%s: %r is deprecated, use %s (applied as %s=%r)", key, raw, key, r.new, r.new, value)
+            changes[r.new] = value
+            continue
         if key not in types_:
             close = difflib.get_close_matches(key, list(types_), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see config.json of a run for valid keys"
@@ -126,10 +228,15 @@ def config_hash(cfg: Any) -> str:
 def config_differences(cfg: Any, saved: Mapping[str, Any]) -> list[str]:
     """Keys where ``cfg`` differs from a saved snapshot. A field the snapshot lacks (added to the
     library after that run) only counts when it is not at its default, so new options never stop
-    an old run from resuming (new behaviour always defaults to the old one)."""
-    current = json.loads(json.dumps(to_dict(cfg), default=str))
+    an old run from resuming (new behaviour always defaults to the old one). Old key names in the
+snapshot are read as their new ones (:func:`upgrade_keys`)."""
+    current = _plain(to_dict(cfg))
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    defaults = json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}, default=str))
+    defaults = _plain(defaults)
+    saved, notes = upgrade_keys(cfg, {k: v for k, v in saved.items() if k not in ("config_class", "config_hash")})
+    if notes:
+        log.info("config snapshot written with old key names, compared as: %s", ", ".join(notes))
+    saved = _plain(saved)
     diffs = []
     for key, value in current.items():
         if key in saved:
@@ -148,9 +255,13 @@ def save_config(cfg: Any, path: str | Path, exclusive: bool = False) -> Path:
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Rebuild a config from a snapshot (tuples restored); unknown keys are refused."""
+    """Rebuild a config from a snapshot (tuples restored); old key names are read as their new
+    ones (:data:`RENAMED_KEYS`, values converted); unknown keys are refused."""
     types_ = field_types(cls)
     values = {k: v for k, v in data.items() if k not in ("config_class", "config_hash")}
+    values, notes = upgrade_keys(cls, values)
+    if notes:
+        log.info("config snapshot written with old key names, read as: %s", ", ".join(notes))
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(f"config snapshot has unknown keys {unknown} for {cls.__name__}")
@@ -171,7 +282,7 @@ class ExperimentConfig(FitSettings):
     output_dir: str = ""  # default: output/
     submissions_dir: str = ""  # default: submissions/
     n_folds: int = 5
-    fold_strategy: str = "kfold"
+    fold_strategy: FoldStrategy = "kfold"
     fold_seed: int = 42
     deterministic: bool = False
     seed: int = 42
@@ -180,6 +291,13 @@ class ExperimentConfig(FitSettings):
     lr: float = 1e-4
     weight_decay: float = 1e-4
     num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        """Value conversions of :data:`RENAMED_KEYS` whose name did not change (e.g. a plain
+        ``compare_to="exp"`` in an experiment file means ``("exp",)``, never its characters)."""
+        for key, r in renamed_keys(self).items():
+            if key == r.new and r.convert is not None:
+                object.__setattr__(self, key, r.convert(getattr(self, key)))
 
     def demo(self) -> "ExperimentConfig":
         """The small CPU configuration used by ``--demo`` (tasks override)."""

@@ -7,31 +7,18 @@ import dataclasses
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
-from torch import nn
-from torch.utils.data import Dataset
+from typing import Any
 
 from kagglekit import paths
 from kagglekit.config import ConfigError, ExperimentConfig, config_differences, save_config
 from kagglekit.engine import distributed as dist_utils
-from kagglekit.engine.fit import Evaluator, FitSettings, fit
+from kagglekit.engine.fit import FitSettings, fit
 from kagglekit.engine.seed import seed_everything
+from kagglekit.experiment import finish
+from kagglekit.experiment.contract import Task
 from kagglekit.io import file_lock, load_json, remove_stale_temps, save_json
 
 log = logging.getLogger("kagglekit")
-
-
-class Task(Protocol):
-    """What the engine needs from a task; it never branches on which task it is."""
-
-    def fold_datasets(self, fold: int) -> tuple[Dataset, Dataset]: ...
-    def build_model(self) -> nn.Module: ...
-    def make_evaluator(self) -> Evaluator: ...
-    def finalize(self, model: nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]: ...
-    def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None: ...
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None: ...
 
 
 def build_task(cfg: ExperimentConfig) -> Task:
@@ -109,15 +96,45 @@ def run_fold(cfg: ExperimentConfig, fold: int, *, resume: bool = False, overwrit
     seed_everything(cfg.seed + fold, cfg.deterministic)
     task = build_task(cfg)
     fold_dir = exp_dir(cfg) / f"fold{fold}"
-    guard_fold_dir(fold_dir, cfg, resume, overwrite)
+    dist_utils.run_on_main(lambda: preflight_fold(task, cfg, fold, fold_dir))  # before anything is written
+    decision = guard_fold_dir(fold_dir, cfg, resume, overwrite)
+    try:
+        return _train_fold(task, cfg, fold, fold_dir, resume)
+    except BaseException:  # also KeyboardInterrupt / Interrupted (SIGINT, SIGTERM)
+        if decision in ("fresh", "overwrite") and dist_utils.is_main():  # a resumed fold is never removed
+            discard_unstarted_fold(fold_dir)
+        raise
+
+
+def preflight_fold(task: Task, cfg: ExperimentConfig, fold: int, fold_dir: Path) -> None:
+    """The task's pass over the files fold ``fold`` will read; every problem in one ValueError
+    (count + one line per file: what is wrong, how to fix it). Rank 0 only, before the fold folder
+    is claimed, so bad input leaves no trace in ``output/``."""
+    problems = task.preflight(fold)
+    if problems:
+        from kagglekit.preflight import preflight_message
+        raise ValueError(preflight_message(problems, f"{cfg.name} fold {fold}", fold_dir))
+
+
+def discard_unstarted_fold(fold_dir: Path) -> None:
+    """A fold claimed by this run ('fresh' / 'overwrite') that failed before its first checkpoint
+    holds nothing to resume: remove it (only it), so the next plain run is not refused."""
+    if any((fold_dir / "checkpoints").glob("*.pt")):
+        return
+    log.warning("removing %s: the run stopped before its first checkpoint", fold_dir)
+    shutil.rmtree(fold_dir, ignore_errors=True)
+
+
+def _train_fold(task: Task, cfg: ExperimentConfig, fold: int, fold_dir: Path, resume: bool) -> dict[str, Any]:
     with dist_utils.main_first():  # rank 0 makes folds.csv / converted annotations; the others read them
         train_ds, valid_ds = task.fold_datasets(fold)
-    result = fit(task.build_model(), train_ds, valid_ds, task.make_evaluator, fit_settings(cfg),
+    result = fit(task.build_model(), train_ds, valid_ds, lambda: task.make_evaluator(valid_ds), fit_settings(cfg),
                  fold_dir / "checkpoints", fold_dir / "history.csv", resume=resume)
     metrics: dict[str, Any] = {"experiment": cfg.name, "fold": fold, "best_epoch": result.best_epoch,
                                f"best_{cfg.monitor}": result.best_score, "stopped_early": result.stopped_early}
     if dist_utils.is_main():
         metrics.update(task.finalize(result.eval_model, fold, fold_dir))
+        metrics.update(metric=task.metric.name, mode=task.metric.mode, score=metrics.get(task.metric.fold_key))
         save_json(fold_dir / "metrics.json", metrics)
         task.report_fold(fold_dir, result.history, metrics)
     dist_utils.barrier()
@@ -129,4 +146,4 @@ def finish_experiment(cfg: ExperimentConfig) -> dict[str, Any] | None:
     if not dist_utils.is_main():
         return None
     with file_lock(exp_dir(cfg) / ".finish.lock"):  # machines finishing their last folds at once take turns
-        return build_task(cfg).finish_experiment(exp_dir(cfg))
+        return finish.finish_experiment(build_task(cfg), exp_dir(cfg))

@@ -46,3 +46,17 @@ def generate_doors(root: Path, n: int = 160, seed: int = 0) -> Path:
         rows.append({"image": f"images/{i}.jpg", **dict(zip(ATTRIBUTES, labels.tolist()))})
     save_csv(Path(root) / "labels.csv", pd.DataFrame(rows))
     return Path(root)
+
+
+def generate_door_test(csv_path: Path, n: int = 16, seed: int = 1) -> Path:
+    """Unlabelled test images beside ``csv_path`` and the CSV listing them (absolute paths, so the
+    list works whatever ``data_dir`` the training images come from)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(csv_path).resolve().parent / "test_images"
+    rows = []
+    for i in range(n):
+        buf = io.BytesIO()
+        draw_car(rng.integers(0, 2, len(ATTRIBUTES)), rng).save(buf, format="JPEG", quality=90)
+        write_bytes(folder / f"t{i}.jpg", buf.getvalue())
+        rows.append({"image": str(folder / f"t{i}.jpg")})
+    return save_csv(Path(csv_path), pd.DataFrame(rows))

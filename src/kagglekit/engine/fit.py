@@ -28,6 +28,7 @@ from kagglekit.engine.data import make_loader
 from kagglekit.engine.ema import ModelEma
 from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
 from kagglekit.engine.settings import FitSettings
+from kagglekit.engine.stop import StopRequest
 from kagglekit.io import save_csv
 
 log = logging.getLogger("kagglekit.fit")
@@ -209,36 +210,39 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, evaluator: Evaluator, device: torch.device,
-             channels_last: bool, autocast: Callable[[], Any]) -> dict[str, float]:
-    """Run ``model`` over ``loader``; ``valid_loss`` is the mean of the batches' ``loss``."""
+             channels_last: bool, autocast: Callable[[], Any], check: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Run ``model`` over ``loader``; ``valid_loss`` is the mean of the batches' ``loss``.
+    ``check`` runs after every batch (the loop's stop check: raises when a signal arrived)."""
     model.eval()
     total, count = 0.0, 0
-    for i, batch in enumerate(tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main())):
-        batch = to_device(batch, device, channels_last)
-        reason = None
-        try:
-            with autocast():
-                out = model(batch)
-        except torch.OutOfMemoryError as exc:
-            reason = _oom_text(exc)
-        if reason is not None:  # raised outside the except block: no __context__ keeping tensors alive
-            raise OutOfMemory(f"{reason} (on {device}) in validation batch {i + 1} "
-                              f"(batch_size={getattr(loader, 'batch_size', None)}); lower batch_size, the "
-                              "image/inference size, or the number of TTA views; stopped before writing "
-                              "anything, the last good checkpoint is kept.")
-        n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
-        if "loss" in out:
-            total += float(out["loss"]) * n
-            count += n
-        evaluator.update({k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                          for k, v in out.items()}, batch)
+    with tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main()) as bar:  # closed on errors too
+        for i, batch in enumerate(bar):
+            batch = to_device(batch, device, channels_last)
+            reason = None
+            try:
+                with autocast():
+                    out = model(batch)
+            except torch.OutOfMemoryError as exc:
+                reason = _oom_text(exc)
+            if reason is not None:  # raised outside the except block: no __context__ keeping tensors alive
+                raise OutOfMemory(f"{reason} (on {device}) in validation batch {i + 1} "
+                                  f"(batch_size={getattr(loader, 'batch_size', None)}); lower batch_size, the "
+                                  "image/inference size, or the number of TTA views; stopped before writing "
+                                  "anything, the last good checkpoint is kept.")
+            n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
+            if "loss" in out:
+                total += float(out["loss"]) * n
+                count += n
+            evaluator.update({k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                              for k, v in out.items()}, batch)
+            check()
     metrics = evaluator.compute()
     if count:
         metrics = {"valid_loss": total / count, **metrics}
     return metrics
 
 
-def _train_epoch(trainer: Trainer, dataset: Dataset) -> float:
+def _train_epoch(trainer: Trainer, dataset: Dataset, check: Callable[[], None]) -> float:
     s = trainer.s
     per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
     loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.epoch,
@@ -246,19 +250,19 @@ def _train_epoch(trainer: Trainer, dataset: Dataset) -> float:
     n_micro = len(loader) if s.max_steps_per_epoch <= 0 else min(len(loader), s.max_steps_per_epoch * s.accum_steps)
     trainer.ddp_model.train()
     total = 0.0
-    bar = tqdm(total=n_micro, desc=f"epoch {trainer.epoch + 1}/{s.epochs}", leave=False,
-               disable=not dist_utils.is_main())
-    for micro, batch in enumerate(loader):
-        if micro >= n_micro:
-            break
-        total += trainer.train_step(batch, micro, n_micro)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total / (micro + 1):.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
-    bar.close()
+    with tqdm(total=n_micro, desc=f"epoch {trainer.epoch + 1}/{s.epochs}", leave=False,
+              disable=not dist_utils.is_main()) as bar:  # closed (its line cleared) when the loop raises too
+        for micro, batch in enumerate(loader):
+            if micro >= n_micro:
+                break
+            total += trainer.train_step(batch, micro, n_micro)
+            check()
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / (micro + 1):.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
     return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
 
 
-def _train_iters(trainer: Trainer, dataset: Dataset) -> float:
+def _train_iters(trainer: Trainer, dataset: Dataset, check: Callable[[], None]) -> float:
     """Iteration-based training up to the next evaluation point. The data stream is a sequence of
     seeded passes; ``(data_epoch, data_offset)`` in the checkpoint say where it stands, so a
     resumed run draws exactly the batches the uninterrupted one would have."""
@@ -269,24 +273,24 @@ def _train_iters(trainer: Trainer, dataset: Dataset) -> float:
     per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
     trainer.ddp_model.train()
     total, done = 0.0, 0
-    bar = tqdm(total=n_micro, desc=f"iter {trainer.step}->{end}/{s.max_iters}", leave=False,
-               disable=not dist_utils.is_main())
-    while done < n_micro:
-        loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.data_epoch,
-                             num_workers=s.num_workers, skip_batches=trainer.data_offset)
-        if trainer.data_offset == 0 and len(loader) == 0:
-            raise ValueError(f"training set of {len(dataset)} items gives no batch of {per_rank_batch}; lower batch_size")
-        for batch in loader:
-            total += trainer.train_step(batch, done, n_micro)
-            trainer.data_offset += 1
-            done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / done:.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
-            if done >= n_micro:
-                break
-        else:
-            trainer.data_epoch, trainer.data_offset = trainer.data_epoch + 1, 0
-    bar.close()
+    with tqdm(total=n_micro, desc=f"iter {trainer.step}->{end}/{s.max_iters}", leave=False,
+              disable=not dist_utils.is_main()) as bar:  # closed (its line cleared) when the loop raises too
+        while done < n_micro:
+            loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.data_epoch,
+                                 num_workers=s.num_workers, skip_batches=trainer.data_offset)
+            if trainer.data_offset == 0 and len(loader) == 0:
+                raise ValueError(f"training set of {len(dataset)} items gives no batch of {per_rank_batch}; lower batch_size")
+            for batch in loader:
+                total += trainer.train_step(batch, done, n_micro)
+                trainer.data_offset += 1
+                done += 1
+                check()
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / done:.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
+                if done >= n_micro:
+                    break
+            else:
+                trainer.data_epoch, trainer.data_offset = trainer.data_epoch + 1, 0
     return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
 
 
@@ -311,18 +315,32 @@ def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: 
 
     ``resume``: continue from ``last.pt``, or from ``last_prev.pt`` (the epoch before, with a
     warning) when ``last.pt`` is missing or fails its sha256 manifest; the history is cut back to the
-    resume point. Neither usable: :class:`CheckpointError` naming both."""
+    resume point. Neither usable: :class:`CheckpointError` naming both.
+
+    SIGINT / SIGTERM while it runs (:class:`~kagglekit.engine.stop.StopRequest`): the loop stops at
+    the next step boundary with :class:`~kagglekit.engine.stop.Interrupted` (epoch and step in it);
+    nothing of the unfinished epoch is written, the last checkpoint stays the resume point, and the
+    previous signal handlers are back when ``fit`` returns or raises."""
     trainer = Trainer(model, settings, steps_per_epoch(epoch_length(train_ds), settings))
-    if resume:
-        state, source = _load_resume_point(ckpt_dir, trainer.device)
-        if state is not None:
-            trainer.load_state_dict(state)
-            log.info("resumed from %s at epoch %d, step %d", source, trainer.epoch, trainer.step)
-            if dist_utils.is_main():  # drop rows of epochs after the resume point (kill before last.pt)
-                save_csv(history_path, pd.DataFrame(trainer.history))
-    stopped = False
-    while trainer.epoch < n_periods(settings) and not stopped:
-        stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path)
+    total = n_periods(settings)
+    with StopRequest(lambda: (min(trainer.epoch + 1, total), trainer.step)) as stop:
+        if resume:
+            state, source = _load_resume_point(ckpt_dir, trainer.device)
+            if state is not None:
+                trainer.load_state_dict(state)
+                log.info("resumed from %s at epoch %d, step %d", source, trainer.epoch, trainer.step)
+                if dist_utils.is_main():  # drop rows of epochs after the resume point (kill before last.pt)
+                    save_csv(history_path, pd.DataFrame(trainer.history))
+        stopped = False
+        while trainer.epoch < total and not stopped:
+            stop.check()
+            try:
+                stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path, stop.check)
+            except Exception:
+                if stop.signum is not None:  # e.g. a data-loader worker killed by the same Ctrl-C
+                    raise stop.interrupted() from None
+                raise
+        stop.check()
     dist_utils.barrier()
     best = load_checkpoint(ckpt_dir / "best.pt", trainer.device)
     trainer.eval_model.load_state_dict(best["model"])
@@ -356,13 +374,13 @@ def _load_resume_point(ckpt_dir: Path, device: torch.device) -> tuple[dict[str, 
 
 
 def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_evaluator, ckpt_dir: Path,
-               history_path: Path) -> bool:
+               history_path: Path, check: Callable[[], None] = lambda: None) -> bool:
     s = trainer.s
     t0 = time.perf_counter()
-    train_loss = _train_iters(trainer, train_ds) if s.max_iters > 0 else _train_epoch(trainer, train_ds)
+    train_loss = _train_iters(trainer, train_ds, check) if s.max_iters > 0 else _train_epoch(trainer, train_ds, check)
     valid_loader = make_loader(valid_ds, s.batch_size, train=False, seed=s.seed, epoch=0, num_workers=s.num_workers)
     metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.device,
-                       trainer.channels_last, trainer.autocast)
+                       trainer.channels_last, trainer.autocast, check)
     if s.monitor not in metrics:
         raise KeyError(f"monitor {s.monitor!r} not among validation metrics {sorted(metrics)}; set monitor=<one of them>")
     score = metrics[s.monitor]

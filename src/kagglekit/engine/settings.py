@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Optimizer = Literal["adamw", "sgd"]
+Scheduler = Literal["cosine", "plateau", "step", "constant"]
+Amp = Literal["auto", "fp16", "bf16", "none"]  # auto: fp16 on CUDA; never used on CPU
+MonitorMode = Literal["min", "max"]
 
 
 @dataclass(frozen=True)
@@ -10,21 +16,21 @@ class FitSettings:
     batch_size: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: str = "adamw"  # adamw | sgd
-    scheduler: str = "cosine"  # cosine | plateau | step | constant
+    optimizer: Optimizer = "adamw"
+    scheduler: Scheduler = "cosine"
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     plateau_patience: int = 5
     plateau_factor: float = 0.5
     grad_clip: float = 0.0  # 0 disables clipping
     accum_steps: int = 1
-    amp: str = "auto"  # auto (fp16 on CUDA) | fp16 | bf16 | none; never used on CPU
+    amp: Amp = "auto"
     channels_last: bool = True  # CUDA only
     ema_decay: float = 0.0  # 0 disables EMA
     ema_warmup: bool = True
     eval_ema: bool = True  # validate (and keep as best.pt) the EMA weights
     monitor: str = "valid_loss"
-    monitor_mode: str = "min"
+    monitor_mode: MonitorMode = "min"
     early_stopping_patience: int = 0  # 0 disables early stopping
     seed: int = 0
     num_workers: int = 0

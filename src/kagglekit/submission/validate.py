@@ -31,7 +31,7 @@ import pandas as pd
 from kagglekit.io import save_csv
 from kagglekit.submission.rle import SubmissionError, parse_rle
 
-__all__ = ["MAX_LISTED", "SubmissionError", "validate", "write_submission"]
+__all__ = ["MAX_LISTED", "SubmissionError", "id_coverage_problems", "validate", "write_submission"]
 
 MAX_LISTED = 20
 RLE_MARK = "EncodedPixels"
@@ -115,6 +115,21 @@ class _Context:
     def rows(self, idx: Iterable[int]) -> str:
         idx = list(idx)
         return f"{len(idx)} row(s): " + _listing(self.row(i) for i in idx)
+
+
+def id_coverage_problems(ids: pd.Series, expected: Iterable[str], what: str = "id") -> list[str]:
+    """Each expected id exactly once: duplicated, missing and unknown ``ids`` (strings), each kind
+    counted with a few examples (one-row-per-image formats: boxes, keypoints, multi-label, frames)."""
+    ids, expected = ids.astype(str), set(expected)
+    problems = []
+    if ids.duplicated().any():
+        problems.append(f"{int(ids.duplicated().sum())} duplicated {what}(s), e.g. {ids[ids.duplicated()].iloc[0]}")
+    missing, extra = expected - set(ids), set(ids) - expected
+    if missing:
+        problems.append(f"{len(missing)} test {what}(s) missing, e.g. {sorted(missing)[:3]}")
+    if extra:
+        problems.append(f"{len(extra)} {what}(s) not in the test set, e.g. {sorted(extra)[:3]}")
+    return problems
 
 
 def _check_columns(sub: pd.DataFrame, sample: pd.DataFrame) -> list[str]:

@@ -1,22 +1,28 @@
-"""``kagglekit bundle``: pack trained experiments (and an ensemble's weights) into a folder a Kaggle
-code competition can run offline, plus the standalone ``infer.py`` that predicts from it.
+"""``kagglekit bundle``: pack a trained experiment, or an ensemble of experiments, of any task into
+a folder a Kaggle code competition can run offline, plus the standalone ``infer.py`` that predicts
+from it. Everything task-specific goes through the Task contract (:mod:`kagglekit.experiment.contract`).
 
 Bundle layout::
 
-    weights/<exp>/fold<k>.safetensors   model weights only (from checkpoints/best.pt)
-    configs/<exp>.json                  resolved config (output/<exp>/fold0/config.json)
-    ensemble.json                       members, blend weights, per-fold temperatures, TTA overrides
+    weights/<exp>/fold<k>.safetensors   the weights fold k predicted its test set with (``task.final_checkpoint``)
+    configs/<exp>.json                  resolved config (output/<exp>/fold0/config.json [+ the ensemble's TTA overrides])
+    metrics/<exp>/fold<k>.json          the fold's metrics.json (``predict_test`` reads its OOF decisions, e.g. the temperature)
+    ensemble.json                       task, members, blend weights, decisions (thresholds...), data paths per member
     wheels/kagglekit-*.whl              this package (install: pip install --no-index --no-deps wheels/*.whl)
-    infer.py                            python infer.py --data <test dir> --out submission.csv [--device cpu]
-    README.txt, MANIFEST.json           how to install; size + sha256 of every file
+    infer.py                            python infer.py --data <data dir> --out submission.csv [--device cpu]
+    README.txt, MANIFEST.json           how to install and lay out --data; size + sha256 of every file
 
-Inference (:func:`infer_main`, which ``infer.py`` calls) reproduces the library's path exactly: each
-fold's test TTA at the fold's chosen temperature into a prediction store (same quantisation), the
-fold mean per member, Σ wᵢ · member, validated against the data dir's ``sample_submission.csv``.
+Inference (:func:`infer_main`, which ``infer.py`` calls) is the library's own path: each member's task
+rebuilt from its config with ``data_dir`` = ``--data`` → per fold ``build_model(initial_weights=False)``
++ the fold's weights → ``predict_test`` into a scratch folder → ``tasks[0].write_blend_submission(tasks,
+member_dirs, weights, decisions, out)``, validated before it is written. ``decisions`` are what was
+chosen on OOF: the ensemble's ``weights.json`` (its objective's extras, e.g. ``thresholds``) or a
+single experiment's ``metrics.json`` summary.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +32,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from kagglekit import paths
 from kagglekit.io import load_json, save_json, write_bytes, write_text
@@ -34,12 +40,13 @@ from kagglekit.io import load_json, save_json, write_bytes, write_text
 log = logging.getLogger("kagglekit.bundle")
 
 INSTALL = "pip install --no-index --no-deps wheels/*.whl"
+FORMAT = 2
 
 INFER_PY = '''#!/usr/bin/env python
 """Offline inference for this bundle (written by `kagglekit bundle`).
 
     pip install --no-index --no-deps wheels/*.whl     # once, no internet needed
-    python infer.py --data /kaggle/input/<comp> --out submission.csv [--device cpu]
+    python infer.py --data /kaggle/input/<comp> --out submission.csv [--device cpu] [--set FIELD=PATH]
 """
 import sys
 from pathlib import Path
@@ -54,19 +61,38 @@ if __name__ == "__main__":
     sys.exit(infer_main(sys.argv[1:], Path(__file__).resolve().parent))
 '''
 
-README = f"""kagglekit inference bundle
-==========================
+LAYOUT = """\
+  segmentation  test.csv, test/image/ + test/depth/ (PNG per id), sample_submission.csv
+  behavior      train.csv (body parts, actions; the pairs view also reads its first video's
+                train_tracking/ for the feature width), test.csv, test_tracking/<lab>/<video>.parquet
+  multilabel    labels_csv (its image column and attributes), test_csv and the images it lists
+  detection     the categories (COCO annotations/instances_train.json, or YOLO classes.txt + train
+                labels) and the test split (annotations/instances_test.json + images, or YOLO images/test)
+  keypoints     real_train_json (keypoint names), real_test_json and the images under real_image_dir"""
+
+README = """{title}
+{rule}
 
 Offline install (no internet, dependencies already in the image):
 
-    {INSTALL}
+    {install}
 
 Predict:
 
-    python infer.py --data <test data dir with test.csv, test/, sample_submission.csv> --out submission.csv [--device cpu]
+    python infer.py --data <data dir> --out submission.csv [--device cpu] [--set FIELD=PATH ...]
 
-Members, blend weights and per-fold temperatures: ensemble.json. Checksums: MANIFEST.json
-(infer.py verifies them first; --no-verify skips).
+--data replaces each member's data_dir: lay it out like the data folder the experiments were trained
+on. What each task reads from it to predict its test split:
+
+{layout}
+
+Config fields that held an absolute path inside the member's data_dir are re-rooted at --data
+(ensemble.json: data_paths); other absolute paths (external_paths) are kept as they were, and
+`--set FIELD=PATH` (applied to every member's config) points one elsewhere. Files derived from the
+data (YOLO -> COCO conversion) go to a scratch folder, never into --data.
+
+Members, blend weights, OOF decisions (thresholds, ...): ensemble.json; each fold's metrics:
+metrics/. Checksums: MANIFEST.json (infer.py verifies them first; --no-verify skips).
 """
 
 
@@ -85,7 +111,9 @@ class Member:
 # ---- CLI ---------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exps", nargs="+", default=None, help="experiments to pack (default: the ensemble's members)")
-    parser.add_argument("--ensemble", default=None, help="ensemble name (output/ensemble/<name>/weights.json); uniform weights if omitted")
+    parser.add_argument("--ensemble", default=None,
+                        help="ensemble name (output/ensemble/<name>/weights.json); without it: one experiment, "
+                             "or several blended with uniform weights")
     parser.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     parser.add_argument("--output", type=Path, default=None, help="experiments' root (default: output/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -111,15 +139,18 @@ def build_bundle(exps: Sequence[str] | None, out: Path, *, output: Path | None =
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
-    members, weights, ens_cfg = resolve_members(root, exps, ensemble)
+    members, weights, ens_summary = resolve_members(root, exps, ensemble)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         spec = pack_members(members, tmp)
-        spec.update(weights=weights, ensemble=ensemble, ensemble_config=ens_cfg)
+        spec.update(weights=weights, ensemble=ensemble, decisions=blend_decisions(members, weights, ens_summary),
+                    ensemble_config=(ens_summary or {}).get("config"))
         save_json(tmp / "ensemble.json", spec)
         write_text(tmp / "infer.py", INFER_PY)
-        write_text(tmp / "README.txt", README)
+        title = (f"kagglekit inference bundle ({spec['task']}): "
+                 + (f"ensemble {ensemble} of {', '.join(spec['members'])}" if ensemble else ", ".join(spec["members"])))
+        write_text(tmp / "README.txt", README.format(title=title, rule="=" * len(title), install=INSTALL, layout=LAYOUT))
         if wheel:
             build_wheel(tmp / "wheels")
         write_manifest(tmp)
@@ -133,6 +164,8 @@ def build_bundle(exps: Sequence[str] | None, out: Path, *, output: Path | None =
 
 
 def resolve_members(root: Path, exps: Sequence[str] | None, ensemble: str | None) -> tuple[list[Member], list[float], dict | None]:
+    """The members, their blend weights and the ensemble's ``weights.json`` (None without ``ensemble``:
+    one experiment at weight 1, or several at uniform weights)."""
     if not ensemble:
         if not exps:
             raise BundleError("nothing to bundle: pass --exps A B ... and/or --ensemble NAME")
@@ -153,26 +186,32 @@ def resolve_members(root: Path, exps: Sequence[str] | None, ensemble: str | None
             overrides.update(infer_h=int(cfg["infer_h"]), infer_w=int(cfg["infer_w"]))
     members = [Member(n, root / n, (root / "ensemble" / ensemble / "members" / n) if overrides else root / n, overrides)
                for n in names]
-    return members, weights, cfg
+    return members, weights, summary
 
 
 def pack_members(members: Sequence[Member], dst: Path) -> dict[str, Any]:
-    """configs/<exp>.json + weights/<exp>/fold<k>.safetensors; returns the inference spec."""
-    spec: dict[str, Any] = {"format": 1, "members": [], "n_folds": None, "temperatures": {}, "overrides": {}}
+    """Per member: configs/<exp>.json, weights/<exp>/fold<k>.safetensors, metrics/<exp>/fold<k>.json
+    and its data paths; returns the inference spec (ensemble.json without weights and decisions)."""
+    spec: dict[str, Any] = {"format": FORMAT, "task": None, "members": [], "n_folds": None, "overrides": {},
+                            "data_paths": {}, "external_paths": {}}
     for m in members:
-        config = read_member_config(m.exp_dir)
-        if config.get("task") != "segmentation":
-            raise BundleError(f"{m.name}: task {config.get('task')!r}; bundles support segmentation experiments only")
-        n_folds = int(config["n_folds"])
+        config = {**read_member_config(m.exp_dir), **{k: list(v) if isinstance(v, tuple) else v for k, v in m.overrides.items()}}
+        task = member_task(config, m.name, device="cpu")  # built only to ask it (final_checkpoint)
+        if spec["task"] not in (None, task.cfg.task):
+            raise BundleError(f"{m.name} is a {task.cfg.task!r} experiment, the others {spec['task']!r}; bundle one task at a time")
+        n_folds = int(task.cfg.n_folds)
         if spec["n_folds"] not in (None, n_folds):
             raise BundleError(f"{m.name} has {n_folds} folds, other members {spec['n_folds']}; blend members need the same folds")
-        spec["n_folds"] = n_folds
+        spec["task"], spec["n_folds"] = task.cfg.task, n_folds
         save_json(dst / "configs" / f"{m.name}.json", config)
         for k in range(n_folds):
-            export_weights(m.exp_dir / f"fold{k}" / "checkpoints" / "best.pt", dst / "weights" / m.name / f"fold{k}.safetensors", m.name)
+            fold_dir = m.exp_dir / f"fold{k}"
+            checkpoint = task.final_checkpoint(fold_dir, fold_metrics(m.exp_dir, k, m.name))
+            export_weights(checkpoint, dst / "weights" / m.name / f"fold{k}.safetensors", m.name)
+            save_json(dst / "metrics" / m.name / f"fold{k}.json", fold_metrics(m.pred_dir, k, m.name))
         spec["members"].append(m.name)
-        spec["temperatures"][m.name] = fold_temperatures(m.pred_dir, n_folds, m.name)
         spec["overrides"][m.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in m.overrides.items()}
+        spec["data_paths"][m.name], spec["external_paths"][m.name] = data_paths(config)
     return spec
 
 
@@ -183,8 +222,73 @@ def read_member_config(exp_dir: Path) -> dict[str, Any]:
     return load_json(path)
 
 
+def member_task(config: dict[str, Any], name: str, overrides: Sequence[str] = (), **changes: Any) -> Any:
+    """The member's task, built from its saved config (``changes``, then ``--set`` ``overrides`` applied)."""
+    from kagglekit.config import ConfigError, apply_overrides, from_dict
+    from kagglekit.runner import build_task
+    from kagglekit.tasks import CONFIGS
+    if config.get("task") not in CONFIGS:
+        raise BundleError(f"{name}: task {config.get('task')!r} unknown; use one of {sorted(CONFIGS)}")
+    try:
+        cfg = replace(from_dict(CONFIGS[config["task"]](), config), **changes)
+        return build_task(apply_overrides(cfg, overrides))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise BundleError(f"{name}: cannot rebuild its task from the saved config ({exc})") from exc
+
+
+def fold_metrics(pred_dir: Path, fold: int, exp: str) -> dict[str, Any]:
+    """``pred_dir/fold<k>/metrics.json``: the fold's OOF decisions (its chosen temperature, final version...)."""
+    path = pred_dir / f"fold{fold}" / "metrics.json"
+    if not path.exists():
+        raise BundleError(f"{path} not found: finish fold {fold} of {exp} (python exp/{exp}.py --fold {fold}) "
+                          "or re-run the ensemble")
+    return load_json(path)
+
+
+def blend_decisions(members: Sequence[Member], weights: Sequence[float], ens_summary: dict | None) -> dict[str, Any]:
+    """What ``write_blend_submission`` reads, as chosen on OOF: the ensemble's ``weights.json``
+    (search result + its objective's extras), one experiment's ``metrics.json`` summary, or for
+    several experiments without an ensemble the blend objective's extras at the uniform weights."""
+    if ens_summary is not None:
+        return ens_summary
+    if len(members) == 1:
+        path = members[0].exp_dir / "metrics.json"
+        if not path.exists():
+            raise BundleError(f"{path} not found: finish every fold of {members[0].name} first "
+                              f"(python exp/{members[0].name}.py --fold all); its OOF decisions are read from it")
+        return load_json(path)
+    import numpy as np
+    tasks = [member_task(read_member_config(m.exp_dir), m.name, device="cpu") for m in members]
+    objective = tasks[0].blend_objective(tasks, [m.pred_dir for m in members])
+    return objective.extras(np.asarray(weights, dtype=np.float64))
+
+
+def data_root(config: dict[str, Any]) -> Path:
+    """Where the member read its data (``data_dir``, default ``input/<comp>``), absolute."""
+    value = Path(config.get("data_dir") or paths.input_root() / str(config.get("comp", "")))
+    return (value if value.is_absolute() else paths.project_root() / value).resolve()
+
+
+NOT_DATA = ("data_dir", "output_dir", "submissions_dir")  # data_dir is replaced; outputs are not read at inference
+
+
+def data_paths(config: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The config's absolute path fields: inside the data root (→ relative, re-rooted at ``--data``)
+    and outside it (kept as they are; ``--set`` replaces them). Relative values are left alone: the
+    tasks read them relative to ``data_dir`` already."""
+    root, inside, outside = data_root(config), {}, {}
+    for key, value in config.items():
+        if key in NOT_DATA or not isinstance(value, str) or not value or not Path(value).is_absolute():
+            continue
+        try:
+            inside[key] = Path(value).resolve().relative_to(root).as_posix()
+        except ValueError:
+            outside[key] = value
+    return inside, outside
+
+
 def export_weights(ckpt: Path, dst: Path, exp: str) -> Path:
-    """best.pt (loaded weights_only) → the model state dict alone, as safetensors."""
+    """A checkpoint ``{"model": state_dict, ...}`` (loaded weights_only) → the state dict alone, as safetensors."""
     import torch
     from safetensors.torch import save
     from kagglekit.engine.checkpoint import load_checkpoint
@@ -195,21 +299,6 @@ def export_weights(ckpt: Path, dst: Path, exp: str) -> Path:
         raise BundleError(f"{ckpt}: no 'model' state dict inside; re-run the fold (--overwrite)")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state["model"].items() if isinstance(v, torch.Tensor)}
     return write_bytes(dst, save(tensors, metadata={"experiment": exp, "source": ckpt.name}))
-
-
-def fold_temperatures(pred_dir: Path, n_folds: int, exp: str) -> list[float]:
-    """The temperature each fold's test predictions used (its OOF-chosen T)."""
-    temps = []
-    for k in range(n_folds):
-        test_manifest, metrics = pred_dir / f"fold{k}" / "test" / "manifest.json", pred_dir / f"fold{k}" / "metrics.json"
-        if test_manifest.exists():
-            temps.append(float(load_json(test_manifest)["temperature"]))
-        elif metrics.exists():
-            temps.append(float(load_json(metrics)["best_temperature"]))
-        else:
-            raise BundleError(f"{test_manifest} and {metrics} not found: finish fold {k} of {exp} "
-                              f"(python exp/{exp}.py --fold {k}) or re-run the ensemble")
-    return temps
 
 
 def build_wheel(dst: Path) -> Path:
@@ -262,9 +351,12 @@ def verify_manifest(bundle: Path) -> None:
 # ---- inference (called by the bundle's infer.py) -----------------------------------------------
 def infer_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infer.py", description="Predict the test set with this kagglekit bundle.")
-    parser.add_argument("--data", required=True, type=Path, help="dir with test.csv, test/{image,depth}/, sample_submission.csv")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="the data folder, laid out as the experiments' data_dir (README.txt: what each task reads)")
     parser.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV to write")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field of every member (e.g. a path outside the data folder); repeatable")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch dir for per-fold predictions (default: a temp dir)")
     parser.add_argument("--no-verify", action="store_true", help="skip the MANIFEST.json checksum check")
     return parser
@@ -280,43 +372,73 @@ def infer_main(argv: Sequence[str], bundle: Path) -> int:
         return 2
 
 
+@contextlib.contextmanager
+def scratch_input(folder: Path) -> Iterator[Path]:
+    """``KAGGLEKIT_INPUT`` → ``folder`` for the block: what a task derives from its data (YOLO → COCO
+    conversion, folds.csv) lands there, not beside a read-only ``--data``."""
+    old = os.environ.get("KAGGLEKIT_INPUT")
+    os.environ["KAGGLEKIT_INPUT"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("KAGGLEKIT_INPUT", None)
+        else:
+            os.environ["KAGGLEKIT_INPUT"] = old
+
+
 def run_inference(bundle: Path, args: argparse.Namespace) -> int:
     if not args.no_verify:
         verify_manifest(bundle)
-    for name in ("test.csv", "sample_submission.csv"):
-        if not (args.data / name).exists():
-            raise BundleError(f"{args.data / name} not found: --data must be the competition dir (test.csv, test/, sample_submission.csv)")
+    if not args.data.is_dir():
+        raise BundleError(f"--data {args.data} is not a folder; give the data folder (README.txt: what it must hold)")
     spec = load_json(bundle / "ensemble.json")
-    with tempfile.TemporaryDirectory(prefix="kagglekit-infer-", dir=args.workdir) as tmp:
-        sources = [predict_member(bundle, spec, m, args.data, args.device, Path(tmp) / m) for m in spec["members"]]
-        path = write_blend(sources, spec["weights"], spec["n_folds"], args.data / "sample_submission.csv", args.out)
+    if spec.get("format") != FORMAT:
+        raise BundleError(f"{bundle / 'ensemble.json'}: bundle format {spec.get('format')}, this kagglekit reads {FORMAT}; "
+                          "rebuild the bundle with `kagglekit bundle`")
+    with tempfile.TemporaryDirectory(prefix="kagglekit-infer-", dir=args.workdir) as tmp, scratch_input(Path(tmp) / "input"):
+        tasks = [inference_task(bundle, spec, name, args) for name in spec["members"]]
+        dirs = [predict_member(bundle, task, name, Path(tmp) / "members" / name)
+                for task, name in zip(tasks, spec["members"])]
+        path = tasks[0].write_blend_submission(tasks, dirs, blend_weights(spec), spec["decisions"], args.out)
+    if path is None:
+        raise BundleError("no submission written: a member has no test predictions")
     print(f"submission written to {path}")
     return 0
 
 
-def predict_member(bundle: Path, spec: dict[str, Any], name: str, data: Path, device: str, dst: Path) -> Path:
-    """Each fold's weights → test TTA at the fold's temperature → ``dst/fold<k>/test`` store."""
+def inference_task(bundle: Path, spec: dict[str, Any], name: str, args: argparse.Namespace) -> Any:
+    """The member's task on ``--data``: data_dir and the path fields inside it re-rooted there, the
+    device chosen, then ``--set`` overrides."""
+    data = args.data.resolve()
+    moved = {k: str(data / rel) for k, rel in spec["data_paths"].get(name, {}).items()}
+    task = member_task(load_json(bundle / "configs" / f"{name}.json"), name, args.overrides,
+                       data_dir=str(data), device=args.device, **moved)
+    overridden = {item.partition("=")[0].strip() for item in args.overrides}
+    for key, value in spec["external_paths"].get(name, {}).items():
+        if key not in overridden and not Path(value).exists():
+            log.warning("%s: %s=%s was outside its data_dir when bundled and does not exist here; "
+                        "if the task reads it, pass --set %s=PATH", name, key, value, key)
+    return task
+
+
+def predict_member(bundle: Path, task: Any, name: str, dst: Path) -> Path:
+    """Each fold's weights → ``task.predict_test`` into ``dst/fold<k>`` (the library's layout)."""
     from safetensors.torch import load_file
-    from kagglekit.config import from_dict
-    from kagglekit.runner import build_task
-    from kagglekit.tasks import CONFIGS
-    data_cfg = load_json(bundle / "configs" / f"{name}.json")
-    cfg = from_dict(CONFIGS[data_cfg["task"]](), data_cfg)
-    cfg = replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in spec["overrides"].get(name, {}).items()},
-                  data_dir=str(data), device=device, pretrained_path="", output_dir=str(dst.parent))
-    task = build_task(cfg)
-    for k, temperature in enumerate(spec["temperatures"][name]):
-        model = task.build_model()
+    for k in range(task.cfg.n_folds):
+        model = task.build_model(initial_weights=False)
         model.load_state_dict(load_file(bundle / "weights" / name / f"fold{k}.safetensors", device="cpu"))
-        log.info("predicting %s fold %d (T=%g, TTA %s)", name, k, temperature, list(cfg.tta_scales))
-        task._predict_test(task._forward(model), k, dst / f"fold{k}", temperature)
+        log.info("predicting the test split with %s fold %d", name, k)
+        if not task.predict_test(model, k, dst / f"fold{k}", load_json(bundle / "metrics" / name / f"fold{k}.json")):
+            raise BundleError(f"{name}: the data has no test split for this task (the log above says which file is "
+                              f"missing; README.txt lists what --data must hold)")
     return dst
 
 
-def write_blend(sources: Sequence[Path], weights: Sequence[float], n_folds: int, sample_csv: Path, out: Path) -> Path:
+def blend_weights(spec: dict[str, Any]) -> Any:
+    """The weights as the library passed them, so the arithmetic (and the file) is the same: one
+    experiment's ``write_submission`` passes ``[1.0]``, the ensemble runner a float64 array."""
     import numpy as np
-    from kagglekit.blend import blended_test_chunks
-    from kagglekit.tasks.segmentation.finish import write_segmentation_submission
-    orig_hw = tuple(load_json(Path(sources[0]) / "fold0" / "test" / "manifest.json")["orig_hw"])
-    chunks = blended_test_chunks(sources, np.asarray(weights, dtype=np.float64), n_folds)
-    return write_segmentation_submission(chunks, orig_hw, sample_csv, out)
+    if spec.get("ensemble") is None and len(spec["members"]) == 1:
+        return [float(w) for w in spec["weights"]]
+    return np.asarray(spec["weights"], dtype=np.float64)

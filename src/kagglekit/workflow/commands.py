@@ -128,12 +128,11 @@ def status_rows(exp: ledger_mod.ExperimentInfo) -> list[dict[str, Any]]:
     by_fold = {f.fold: f for f in exp.folds}
     for k in sorted(set(by_fold) | set(exp.missing_folds)):
         f = by_fold.get(k)
-        done = f is not None and f.done
         rows.append({
             "experiment": exp.name, "fold": str(k), "monitor": f.monitor if f else None,
             "best": f.best if f else None, "oof_metric": f.oof_metric if f else None,
             "oof": f.oof_value if f else None, "oof_preds": _yes(bool(f and f.has_oof)),
-            "test_preds": _yes(bool(f and f.has_test)), "state": "done" if done else "missing",
+            "test_preds": _yes(bool(f and f.has_test)), "state": f.state if f else "missing",
             "experiment_metric": None,
         })
     done = exp.done_folds
@@ -164,12 +163,25 @@ def cmd_status(args: argparse.Namespace, api: Any = None) -> int:
 
 
 # --------------------------------------------------------------------------- validate / submit
-def _check_submission(submission: str, sample: str, image_shape: list[int] | None) -> int | None:
-    """Row count when valid; prints the problems to stderr and returns None otherwise."""
+def _check_submission(args: argparse.Namespace) -> int | None:
+    """Row count when valid; prints every problem to stderr and returns None otherwise. With
+    ``--exp`` the experiment's task validates (its format, test ids, image sizes); else the
+    per-image formats against ``--sample``."""
     from kagglekit.submission import SubmissionError, validate  # noqa: PLC0415
 
+    if args.exp:
+        from kagglekit.experiment.lookup import experiment_task  # noqa: PLC0415
+        task = experiment_task(Path(args.output) if args.output else output_root(), args.exp)
+        problems = task.validate_submission(Path(args.submission), Path(args.sample) if args.sample else None)
+        if problems:
+            print(f"INVALID: {args.submission} has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems),
+                  file=sys.stderr)
+            return None
+        return len(pd.read_csv(args.submission, dtype=str))
+    if not args.sample:
+        raise ValueError("say what to validate against: --exp <experiment> or --sample <sample_submission.csv>")
     try:
-        parsed = validate(submission, sample, image_shape=tuple(image_shape) if image_shape else None)
+        parsed = validate(args.submission, args.sample, image_shape=tuple(args.image_shape) if args.image_shape else None)
     except (SubmissionError, FileNotFoundError) as exc:
         print(f"INVALID: {exc}", file=sys.stderr)
         return None
@@ -177,10 +189,28 @@ def _check_submission(submission: str, sample: str, image_shape: list[int] | Non
 
 
 def cmd_validate(args: argparse.Namespace, api: Any = None) -> int:
-    rows = _check_submission(args.submission, args.sample, args.image_shape)
+    rows = _check_submission(args)
     if rows is None:
         return 2
-    print(f"OK: {args.submission} is valid against {args.sample} ({rows} rows)")
+    against = f"experiment {args.exp}'s format" if args.exp else args.sample
+    print(f"OK: {args.submission} is valid against {against} ({rows} rows)")
+    return 0
+
+
+def cmd_finish(args: argparse.Namespace, api: Any = None) -> int:
+    """The experiment epilogue alone (after folds trained elsewhere, or to redo the submission)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from kagglekit import runner  # noqa: PLC0415
+    from kagglekit.experiment.finish import missing_folds  # noqa: PLC0415
+    from kagglekit.experiment.lookup import saved_config  # noqa: PLC0415
+    root = Path(args.output) if args.output else output_root()
+    cfg = replace(saved_config(root, args.experiment), output_dir=str(root))
+    if missing := missing_folds(runner.exp_dir(cfg), cfg.n_folds):
+        raise FileNotFoundError(f"{runner.exp_dir(cfg)}: folds {missing} have no metrics.json yet; finish them first")
+    summary = runner.finish_experiment(cfg)
+    print(f"{cfg.name}: CV {summary['metric']} = {summary['cv']:.5f}; report {summary['report']}"
+          + (f"; submission {summary['submission']}" if summary.get("submission") else ""))
     return 0
 
 
@@ -189,7 +219,7 @@ def submit_command_line(competition: str, submission: str, message: str) -> str:
 
 
 def cmd_submit(args: argparse.Namespace, api: Any = None) -> int:
-    rows = _check_submission(args.submission, args.sample, args.image_shape)
+    rows = _check_submission(args)
     if rows is None:
         print("refused: nothing was submitted", file=sys.stderr)
         return 2

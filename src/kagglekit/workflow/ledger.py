@@ -50,6 +50,11 @@ class FoldInfo:
     has_oof: bool = False
     has_test: bool = False
     config_hash: str | None = None
+    started: bool = False  # config.json written: training (or stopped before its metrics)
+
+    @property
+    def state(self) -> str:
+        return "done" if self.done else ("running" if self.started else "missing")
 
 
 @dataclass
@@ -86,7 +91,13 @@ def _number(value: Any) -> float | None:
 
 
 def _task_metric(metrics: dict, keys: tuple[str, ...]) -> tuple[str | None, float | None]:
-    """First known task metric in ``metrics``; multilabel ``versions[final].mAP`` included."""
+    """The task's own metric: ``metric`` + ``cv`` (experiment) / ``score`` (fold) as the Task
+    contract writes them; outputs written before it: the first known key, then multilabel
+    ``versions[final].mAP``."""
+    if isinstance(metrics.get("metric"), str):
+        for key in ("cv", "score"):
+            if _number(metrics.get(key)) is not None:
+                return metrics["metric"], _number(metrics[key])
     for key in keys:
         if _number(metrics.get(key)) is not None:
             return key, _number(metrics[key])
@@ -111,7 +122,7 @@ def _best_score(metrics: dict, monitor: str | None) -> tuple[str | None, float |
 def read_fold(fold_dir: Path, fold: int) -> tuple[FoldInfo, int | None]:
     """Summary of one ``fold<k>/`` directory and the ``n_folds`` its config declares."""
     config = load_json(fold_dir / "config.json") if (fold_dir / "config.json").is_file() else {}
-    info = FoldInfo(fold=fold, done=(fold_dir / "metrics.json").is_file(),
+    info = FoldInfo(fold=fold, done=(fold_dir / "metrics.json").is_file(), started=bool(config),
                     monitor=config.get("monitor"), config_hash=config.get("config_hash"),
                     has_oof=(fold_dir / "oof" / "manifest.json").is_file(),
                     has_test=(fold_dir / "test" / "manifest.json").is_file())
@@ -211,6 +222,21 @@ def experiment_row(exp: ExperimentInfo, git: tuple[str, str]) -> dict[str, str]:
     }
 
 
+def ensemble_rows(output: Path, git: tuple[str, str]) -> list[dict[str, str]]:
+    """One ledger row per finished ensemble (``<output>/**/ensemble/<name>/weights.json``)."""
+    rows = []
+    for path in sorted(output.rglob("ensemble/*/weights.json")):
+        summary = load_json(path)
+        cv = _number(summary.get("cv", summary.get("blend_oof_score")))
+        rows.append({"experiment": path.parent.relative_to(output).as_posix(), "config_hash": "",
+                     "folds_done": "", "n_folds": "", "git_commit": git[0], "git_dirty": git[1],
+                     "cv_metric": str(summary.get("metric", "")), "cv_folds": "",
+                     "cv_mean": "", "cv_oof": "" if cv is None else f"{cv:.4f}", "oof_path": "",
+                     "submission": display_path(summary["submission"]) if summary.get("submission") else "",
+                     "updated_at": now()})
+    return rows
+
+
 def load_ledger(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
@@ -276,6 +302,8 @@ def refresh_ledger(output: str | os.PathLike, git: tuple[str, str] | None = None
     if Path(output).is_dir():
         for exp in scan_experiments(output):
             ledger = upsert(ledger, experiment_row(exp, git))
+        for row in ensemble_rows(Path(output), git):
+            ledger = upsert(ledger, row)
     return ledger
 
 

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from kagglekit.config import ExperimentConfig
+from kagglekit.config import ExperimentConfig, FoldStrategy, MonitorMode, Scheduler
 
 
 @dataclass(frozen=True)
 class BehaviorConfig(ExperimentConfig):
     task: str = "behavior"
     comp: str = "mabe"
-    view: str = "grouped"  # grouped: the seed's 4 classes per frame; pairs: the competition's agent/target/action
+    view: Literal["grouped", "pairs"] = "grouped"  # grouped: the seed's 4 classes per frame; pairs: the competition's agent/target/action
     smoothing_window: int = 5  # pairs view: moving average of frame probabilities before thresholding
     min_duration: int = 3  # pairs view: shorter predicted intervals are dropped
-    arch: str = "conv_bilstm"  # conv_bilstm | transformer
+    arch: Literal["conv_bilstm", "transformer"] = "conv_bilstm"
     motion: bool = True  # V6: + speed + acceleration per keypoint
     pair_features: bool = False  # beyond the seed: agent→target distances, heading, approach speed
     max_mice: int = 4
@@ -27,23 +28,23 @@ class BehaviorConfig(ExperimentConfig):
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 4
-    loss: str = "softmax"  # softmax | focal
+    loss: Literal["softmax", "focal"] = "softmax"
     class_weights: tuple[float, ...] = (1.0, 5.0, 8.0, 8.0)
     focal_gamma: float = 2.0
-    fold_strategy: str = "stratified_group"  # grouped by video, stratified by lab
+    fold_strategy: FoldStrategy = "stratified_group"  # grouped by video, stratified by lab
     epochs: int = 100
     batch_size: int = 384
     lr: float = 4e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    scheduler: str = "plateau"
+    scheduler: Scheduler = "plateau"
     warmup_epochs: float = 2.0
     plateau_patience: int = 5
     plateau_factor: float = 0.5
     min_lr: float = 1e-5
     early_stopping_patience: int = 15
     monitor: str = "valid_f1_macro"
-    monitor_mode: str = "max"
+    monitor_mode: MonitorMode = "max"
     num_workers: int = 0
     demo_videos: int = 40
     demo_frames: int = 600

@@ -265,3 +265,40 @@ def frame_labels(annotation: pd.DataFrame, n_frames: int,
     np.add.at(diff, (start, cols_arr[keep]), 1)
     np.add.at(diff, (stop, cols_arr[keep]), -1)
     return (np.cumsum(diff[:-1], axis=0) > 0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pre-flight
+# ------------------------------------------------------------------------------------------------
+
+_FIX_HINT = ("put the competition's files there (Kaggle MABe layout), re-run the importer "
+             "(kagglekit.tasks.behavior.importer) for imported labs, or run with --demo")
+
+
+def parquet_problem(path: Path, columns: Sequence[str], what: str) -> str | None:
+    """None when ``path`` is a parquet whose schema has ``columns``; else one problem line. Only
+    the footer is read (fast), so a truncated or non-parquet file is caught, bad rows are not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    if not path.is_file():
+        return f"{path}: {what} parquet not found; {_FIX_HINT}"
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:
+        return f"{path}: cannot read the {what} parquet ({type(exc).__name__}: {exc}); the file is corrupt or truncated, {_FIX_HINT}"
+    missing = [c for c in columns if c not in names]
+    if missing:
+        return f"{path}: missing column(s) {missing}; every {what} parquet needs {list(columns)} (this one has {names})"
+    return None
+
+
+def preflight_videos(root: str | Path, meta: pd.DataFrame, split: str) -> list[str]:
+    """Every problem with the per-video files of ``meta`` (a :func:`load_metadata` frame): each
+    tracking parquet, and for ``train`` each annotation parquet of a video with labelled behaviours
+    (exists, readable, has the schema's columns). Empty: all readable."""
+    from kagglekit.preflight import parallel_map
+    checks = [(tracking_path(root, split, r.lab_id, r.video_id), TRACKING_COLUMNS, "tracking") for r in meta.itertuples()]
+    if split == "train":
+        checks += [(annotation_path(root, r.lab_id, r.video_id), ANNOTATION_COLUMNS, "annotation")
+                   for r in meta.itertuples() if r.behaviors]
+    return [p for p in parallel_map(lambda c: parquet_problem(*c), checks) if p is not None]

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kagglekit import paths
 from kagglekit.cv import fold_ids
-from kagglekit.io import save_json
+from kagglekit.experiment.contract import MetricSpec
 from kagglekit.metrics.mabe import mabe_breakdown, mabe_score
 from kagglekit.oof import Manifest, PredictionWriter, read_predictions
 from kagglekit.tasks.behavior import meta as M
@@ -85,6 +84,11 @@ class PairEvaluator:
 
 
 class PairBehaviorTask(BehaviorTask):
+    """The competition view: per (agent, target) pair, multi-label action probabilities →
+    intervals → the official MABe score and submission."""
+
+    metric = MetricSpec("MABe score", "max", fold_key="fold_mabe_score_in_fold_thresholds")
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self._pairs: dict[tuple[str, str], list[PairSequence]] = {}
@@ -128,12 +132,12 @@ class PairBehaviorTask(BehaviorTask):
         c = self.cfg
         return WindowDataset(window_items(train), c.window, c.stride), WindowDataset(window_items(valid), c.window, c.window)
 
-    def build_model(self) -> torch.nn.Module:
-        if self._width is None:
-            self._width = self.sequences(self.folds()["id"].astype(str).tolist()[:1])[0].features.shape[1]
+    def build_model(self, initial_weights: bool = True) -> torch.nn.Module:
+        if self._width is None:  # the feature layout is fixed (vocabulary): any training video tells it
+            self._width = self.sequences(self.metadata("train")["video_id"].astype(str).tolist()[:1])[0].features.shape[1]
         return build_tagger(self.cfg, self._width, len(self.actions), LossSpec(kind="multilabel"))
 
-    def make_evaluator(self) -> PairEvaluator:
+    def make_evaluator(self, valid_ds: Any = None) -> PairEvaluator:
         return PairEvaluator(len(self.actions))
 
     def predict(self, model: torch.nn.Module, seqs: Sequence[PairSequence]) -> list[np.ndarray]:
@@ -157,12 +161,19 @@ class PairBehaviorTask(BehaviorTask):
         seqs = self.sequences(valid_ids)
         probs = self.predict(model, seqs)
         self._write_store(fold_dir / "oof", fold, "oof", seqs, probs)
-        if (self.root / "test.csv").exists() and (self.root / "test_tracking").exists():
-            test = self.sequences(self.metadata("test")["video_id"].astype(str).tolist(), "test")
-            self._write_store(fold_dir / "test", fold, "test", test, self.predict(model, test))
         thresholds = tune_thresholds(probs, [s.labels for s in seqs], self.actions)
         score = mabe_score(self.solution(valid_ids), self.submission(seqs, probs, thresholds))
-        return {"fold_mabe_score_in_fold_thresholds": score, "thresholds": thresholds}
+        metrics = {"fold_mabe_score_in_fold_thresholds": score, "thresholds": thresholds}
+        self.predict_test(model, fold, fold_dir, metrics)
+        return metrics
+
+    def predict_test(self, model: torch.nn.Module, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """Per-frame action probabilities of every test (agent, target) sequence → ``fold_dir/test``."""
+        if not self.has_test_split():
+            return False
+        test = self.test_sequences()
+        self._write_store(fold_dir / "test", fold, "test", test, self.predict(model, test))
+        return True
 
     # ---- intervals, solution, submission --------------------------------------------------------
     def intervals(self, seq: PairSequence, probs: np.ndarray, thresholds: dict[str, float]) -> list[dict[str, Any]]:
@@ -204,39 +215,71 @@ class PairBehaviorTask(BehaviorTask):
             out.append([np.asarray(store.probs[a:b], dtype=np.float32) for a, b in zip(offsets[:-1], offsets[1:])])
         return out
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
-        c = self.cfg
-        if not all((exp_dir / f"fold{k}" / "oof" / "manifest.json").exists() for k in range(c.n_folds)):
-            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
-            return None
+    def oof_sequences(self) -> tuple[list[list[str]], list[list[PairSequence]]]:
+        """Per fold, the validation video ids and their (agent, target) sequences, in store order."""
         folds = self.folds()
-        valid = [fold_ids(folds, k, "id")[1] for k in range(c.n_folds)]
-        seq_groups = [self.sequences(ids) for ids in valid]
+        valid = [fold_ids(folds, k, "id")[1] for k in range(self.cfg.n_folds)]
+        return valid, [self.sequences(ids) for ids in valid]
+
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Thresholds tuned on all OOF frames, then the official MABe score of the OOF intervals."""
+        valid, seq_groups = self.oof_sequences()
         seqs = [s for g in seq_groups for s in g]
         probs = [p for g in self._stored(exp_dir, "oof", seq_groups) for p in g]
         thresholds = tune_thresholds(probs, [s.labels for s in seqs], self.actions)
         solution = self.solution([i for ids in valid for i in ids])
         oof_sub = self.submission(seqs, probs, thresholds)
         breakdown = mabe_breakdown(solution, oof_sub)
-        summary = {"experiment": c.name, "cv_mabe_score": mabe_score(solution, oof_sub), "thresholds": thresholds,
-                   "per_lab": breakdown.groupby("lab_id")["f1"].mean().to_dict(), "breakdown": breakdown.to_dict(orient="records")}
-        summary["submission"] = self._write_test_submission(exp_dir, thresholds)
-        save_json(exp_dir / "metrics.json", summary)
-        write_pairs_report(c, exp_dir, summary)
-        return {"cv_mabe_score": summary["cv_mabe_score"], "report": str(exp_dir / "report.md")}
+        score = mabe_score(solution, oof_sub)
+        return {"cv": score, "cv_mabe_score": score, "thresholds": thresholds,
+                "per_lab": breakdown.groupby("lab_id")["f1"].mean().to_dict(), "breakdown": breakdown.to_dict(orient="records")}
 
-    def _write_test_submission(self, exp_dir: Path, thresholds: dict[str, float]) -> str | None:
-        from kagglekit.submission.mabe import write_mabe_submission
-        c = self.cfg
-        if not all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(c.n_folds)):
+    def has_test(self, exp_dir: Path) -> bool:
+        return all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(self.cfg.n_folds))
+
+    def test_sequences(self) -> list[PairSequence]:
+        return self.sequences(self.metadata("test")["video_id"].astype(str).tolist(), "test")
+
+    def mean_test_probs(self, exp_dir: Path, seqs: Sequence[PairSequence]) -> list[np.ndarray]:
+        """Per test sequence, the (T, A) probabilities averaged over the folds' models."""
+        per_fold = self._stored(exp_dir, "test", [seqs] * self.cfg.n_folds)
+        return [np.mean([fold[i] for fold in per_fold], axis=0) for i in range(len(seqs))]
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["PairBehaviorTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """Σ wᵢ · (member i's fold-averaged test probabilities) → intervals at the OOF thresholds
+        (``decisions["thresholds"]``: action → threshold) → validated CSV."""
+        from kagglekit.tasks.behavior.blend import blend
+        if not all(t.has_test(d) for t, d in zip(tasks, member_dirs)):
             return None
-        test_meta = self.metadata("test")
-        seqs = self.sequences(test_meta["video_id"].astype(str).tolist(), "test")
-        per_fold = self._stored(exp_dir, "test", [seqs] * c.n_folds)
-        mean = [np.mean([fold[i] for fold in per_fold], axis=0) for i in range(len(seqs))]
-        out = Path(c.submissions_dir or paths.submissions_root()) / f"{c.name}.csv"
-        write_mabe_submission(self.submission(seqs, mean, thresholds), out, test_meta, overwrite=True)
-        return str(out)
+        seqs = self.test_sequences()
+        means = [t.mean_test_probs(d, seqs) for t, d in zip(tasks, member_dirs)]
+        return self.write_intervals(self.submission(seqs, blend(means, weights), decisions["thresholds"]), path)
+
+    def write_intervals(self, frame: pd.DataFrame, path: Path) -> Path:
+        from kagglekit.submission.mabe import write_mabe_submission
+        return write_mabe_submission(frame, path, self.metadata("test"), overwrite=True)
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """Against the test videos (``test.csv``, or ``reference``: another metadata CSV)."""
+        from kagglekit.submission.mabe import validate_mabe
+        from kagglekit.submission.rle import SubmissionError
+        videos = pd.read_csv(reference) if reference else self.metadata("test")
+        try:
+            validate_mabe(Path(path), videos)
+        except SubmissionError as exc:
+            return list(exc.problems) or [str(exc)]
+        return []
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+        write_pairs_report(self.cfg, exp_dir, summary)
+
+    def blend_objective(self, tasks: Sequence["PairBehaviorTask"], member_dirs: Sequence[Path]) -> Any:
+        from kagglekit.tasks.behavior.blend import PairBlendObjective
+        return PairBlendObjective.from_members(tasks, member_dirs)
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.io import write_text

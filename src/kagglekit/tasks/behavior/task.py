@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader
 from kagglekit import paths
 from kagglekit.cv import fold_ids, get_or_make_folds
 from kagglekit.engine.distributed import local_device
+from kagglekit.submission.validate import id_coverage_problems
+from kagglekit.experiment.contract import MetricSpec
 from kagglekit.oof import Manifest, PredictionWriter
 from kagglekit.tasks.behavior import meta as M
 from kagglekit.tasks.behavior.config import BehaviorConfig
@@ -82,6 +84,22 @@ class BehaviorTask:
             self._meta[split] = M.load_metadata(path)
         return self._meta[split]
 
+    def preflight(self, fold: int) -> list[str]:
+        """Every problem with the files fold ``fold`` reads (both views): train.csv, every training
+        video's tracking parquet and annotation parquet, and the test videos' tracking when the
+        fold predicts them (test.csv and test_tracking/ present)."""
+        problems: list[str] = []
+        for split in ("train", "test"):
+            if split == "test" and not ((self.root / "test.csv").exists() and (self.root / "test_tracking").exists()):
+                continue
+            try:
+                meta = self.metadata(split)
+            except (FileNotFoundError, M.BehaviorDataError) as exc:
+                problems.append(str(exc))
+                continue
+            problems += M.preflight_videos(self.root, meta, split)
+        return problems
+
     @property
     def vocabulary(self) -> list[str]:
         """Every body part tracked in any training video (fixed feature layout across labs)."""
@@ -134,10 +152,22 @@ class BehaviorTask:
     def _window_set(videos: Sequence[VideoData], length: int, stride: int) -> WindowDataset:
         return WindowDataset([{"features": v.features, "mask": v.mask, "labels": v.labels} for v in videos], length, stride)
 
+    def has_test_split(self) -> bool:
+        """``test.csv`` and ``test_tracking/`` present (logged when not)."""
+        present = (self.root / "test.csv").exists() and (self.root / "test_tracking").exists()
+        if not present:
+            log.info("%s or %s not found: no test split to predict", self.root / "test.csv", self.root / "test_tracking")
+        return present
+
+    def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
+        return fold_dir / "checkpoints" / "best.pt"
+
 
 
 class GroupedBehaviorTask(BehaviorTask):
     """Seed 001's view: 4 grouped classes per frame (softmax), OOF rows = frames."""
+
+    metric = MetricSpec("frame macro F1 (4 groups)", "max", fold_key="f1_macro")
 
     def fold_datasets(self, fold: int):
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
@@ -150,12 +180,12 @@ class GroupedBehaviorTask(BehaviorTask):
         per_point = 2 + (2 if self.cfg.motion else 0)
         return self.cfg.max_mice * len(self.vocabulary) * per_point
 
-    def build_model(self) -> torch.nn.Module:
-        c = self.cfg
+    def build_model(self, initial_weights: bool = True) -> torch.nn.Module:
+        c = self.cfg  # no initial weights files in this task
         loss = LossSpec(kind=c.loss, class_weights=tuple(c.class_weights) or None, focal_gamma=c.focal_gamma)
         return build_tagger(c, self.in_features(), len(GROUP_NAMES), loss)
 
-    def make_evaluator(self) -> FrameEvaluator:
+    def make_evaluator(self, valid_ds: Any = None) -> FrameEvaluator:
         return FrameEvaluator(len(GROUP_NAMES))
 
     # ---- fold epilogue: per-frame OOF and test probabilities -----------------------------------
@@ -182,30 +212,117 @@ class GroupedBehaviorTask(BehaviorTask):
             np.add.at(cm, (v.labels, p.argmax(1)), 1)
         metrics = seed_metrics(cm)
         self._write_store(fold_dir / "oof", fold, "oof", videos, probs, metrics["f1_macro"])
-        test_meta = self.root / "test.csv"
-        if test_meta.exists() and (self.root / "test_tracking").exists():
-            test_ids = self.metadata("test")["video_id"].astype(str).tolist()
-            test_videos = self._videos(test_ids, "test")
-            self._write_store(fold_dir / "test", fold, "test", test_videos, [self.predict_video(model, v) for v in test_videos])
+        self.predict_test(model, fold, fold_dir, metrics)
         return metrics
+
+    def predict_test(self, model: torch.nn.Module, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """Per-frame group probabilities of every test video → ``fold_dir/test``."""
+        if not self.has_test_split():
+            return False
+        test_ids = self.metadata("test")["video_id"].astype(str).tolist()
+        test_videos = self._videos(test_ids, "test")
+        self._write_store(fold_dir / "test", fold, "test", test_videos, [self.predict_video(model, v) for v in test_videos])
+        return True
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.tasks.behavior.report import write_report
         write_report(self.cfg, fold_dir, metrics, history, title=f"{self.cfg.name} fold {metrics['fold']}")
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
-        from kagglekit.io import load_json, save_json
-        from kagglekit.tasks.behavior.report import write_report
-        paths_ = [exp_dir / f"fold{k}" / "metrics.json" for k in range(self.cfg.n_folds)]
-        if not all(p.exists() for p in paths_):
-            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The folds' frame confusions summed → seed 001's metrics over every OOF frame."""
+        cm = sum(np.asarray(f["confusion"], dtype=np.int64) for f in fold_metrics)
+        summary = seed_metrics(cm)
+        return {"cv": summary["f1_macro"], **summary, "fold_f1_macro": [f["f1_macro"] for f in fold_metrics]}
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["GroupedBehaviorTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """This view has no competition file: one row per test frame with the argmax group of
+        Σ wᵢ · (member i's fold-averaged probabilities), validated against the test videos' frame
+        counts; no decisions read."""
+        from kagglekit.oof import iter_test_mean
+        if not all((d / f"fold{k}" / "test" / "manifest.json").exists()
+                   for t, d in zip(tasks, member_dirs) for k in range(t.cfg.n_folds)):
             return None
-        folds = [load_json(p) for p in paths_]
-        cm = sum(np.asarray(f["confusion"], dtype=np.int64) for f in folds)
-        summary = {"experiment": self.cfg.name, **seed_metrics(cm), "fold_f1_macro": [f["f1_macro"] for f in folds]}
-        save_json(exp_dir / "metrics.json", summary)
+        iterators = [iter_test_mean(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
+        chunks = ((parts[0][0], sum(w * p[1] for w, p in zip(weights, parts))) for parts in zip(*iterators))
+        return self.write_frame_groups(chunks, path)
+
+    def write_frame_groups(self, chunks: Any, path: Path) -> Path:
+        from kagglekit.io import save_csv
+        from kagglekit.submission.rle import SubmissionError
+        rows = [(*i.rsplit(":", 1), GROUP_NAMES[int(k)]) for ids, probs in chunks for i, k in zip(ids, probs.argmax(1))]
+        frame = pd.DataFrame(rows, columns=["video_id", "frame", "group"])
+        problems = frame_group_problems(frame, self.test_frame_counts())
+        if problems:
+            raise SubmissionError("\n".join([f"{path} would have {len(problems)} problem(s):", *problems]), problems)
+        return save_csv(path, frame)
+
+    def test_frame_counts(self) -> dict[str, int]:
+        meta = self.metadata("test")
+        return {str(r.video_id): len(self.read_pose(r, "test")) for r in meta.itertuples()}
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """``video_id,frame,group``: every test frame once, groups from the seed's four."""
+        try:
+            frame = pd.read_csv(path, dtype={"video_id": str})
+        except (OSError, ValueError) as exc:
+            return [f"{path}: cannot read the CSV ({exc})"]
+        return frame_group_problems(frame, self.test_frame_counts())
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+        from kagglekit.tasks.behavior.report import write_report
         write_report(self.cfg, exp_dir, summary, None, title=f"{self.cfg.name} (all folds, OOF)")
-        return {"f1_macro": summary["f1_macro"], "accuracy": summary["accuracy"], "report": str(exp_dir / "report.md")}
+
+    def blend_objective(self, tasks: Sequence["GroupedBehaviorTask"], member_dirs: Sequence[Path]) -> Any:
+        return GroupedBlend(tasks, member_dirs)
+
+
+def frame_group_problems(frame: pd.DataFrame, frame_counts: dict[str, int]) -> list[str]:
+    """Every problem of a ``video_id,frame,group`` table against the test videos' frame counts."""
+    missing_cols = [c for c in ("video_id", "frame", "group") if c not in frame.columns]
+    if missing_cols:
+        return [f"missing column(s) {missing_cols}; expected video_id,frame,group"]
+    problems = []
+    bad = sorted(set(frame["group"].astype(str)) - set(GROUP_NAMES))
+    if bad:
+        problems.append(f"unknown group(s) {bad[:10]}; use one of {list(GROUP_NAMES)}")
+    keys = frame["video_id"].astype(str) + ":" + frame["frame"].astype(str)
+    expected = (f"{v}:{t}" for v, n in frame_counts.items() for t in range(n))
+    return problems + id_coverage_problems(keys, expected, "video_id:frame")
+
+
+class GroupedBlend:
+    """weights → frame macro F1 of argmax Σ wᵢ pᵢ over every OOF frame (members aligned row for row)."""
+
+    def __init__(self, tasks: Sequence[GroupedBehaviorTask], member_dirs: Sequence[Path]) -> None:
+        from kagglekit.oof import OOFError, read_predictions
+        self.tasks, self.member_dirs, self.n_evals = list(tasks), list(member_dirs), 0
+        n_folds = tasks[0].cfg.n_folds
+        stores = [[read_predictions(d / f"fold{k}" / "oof") for k in range(n_folds)] for d in member_dirs]
+        ids = [[i for s in member for i in s.ids] for member in stores]
+        if any(i != ids[0] for i in ids[1:]):
+            raise OOFError("members' OOF frames differ (different folds.csv or windows); train them on the same folds")
+        self.probs = [np.concatenate([np.asarray(s.probs, np.float32) for s in member]) for member in stores]
+        self.targets = np.concatenate([np.asarray(s.targets).astype(np.int64) for s in stores[0]])
+
+    def __call__(self, weights: np.ndarray) -> float:
+        self.n_evals += 1
+        pred = sum(w * p for w, p in zip(weights, self.probs)).argmax(1)
+        cm = np.zeros((len(GROUP_NAMES),) * 2, np.int64)
+        np.add.at(cm, (self.targets, pred), 1)
+        return seed_metrics(cm)["f1_macro"]
+
+    def full_score(self, weights: np.ndarray) -> float:
+        return self(weights)
+
+    def extras(self, weights: np.ndarray, out: Path | None = None) -> dict[str, Any]:
+        return {}
+
+    def write_submission(self, weights: np.ndarray, path: Path) -> Path | None:
+        return self.tasks[0].write_blend_submission(self.tasks, self.member_dirs, weights, {}, path)
 
 
 def build_tagger(c: BehaviorConfig, in_features: int, num_outputs: int, loss: LossSpec) -> torch.nn.Module:

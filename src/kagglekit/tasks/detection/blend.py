@@ -11,7 +11,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from kagglekit.ensemble import search_weights
 from kagglekit.io import load_json
 from kagglekit.metrics.detection import coco_bbox_eval
 from kagglekit.oof import OOFError
@@ -51,12 +50,29 @@ def fuse(members: Sequence[dict[int, Detections]], images: Sequence[dict[str, An
 
 
 class DetectionBlendObjective:
-    """weights → COCO AP of the WBF-fused OOF detections."""
+    """Weights → COCO AP (%) of the members' validation (OOF) boxes fused per image by weighted
+    boxes fusion; the same weights fuse the members' test boxes into the submission."""
 
     def __init__(self, members: Sequence[dict[int, Detections]], gt: dict[str, Any], cat_ids: Sequence[int],
-                 iou_thr: float = 0.55, max_dets: int = 100) -> None:
+                 iou_thr: float = 0.55, max_dets: int = 100, tasks: Sequence[DetectionTask] = (),
+                 member_dirs: Sequence[Path] = ()) -> None:
         self.members, self.gt, self.cat_ids, self.iou_thr, self.max_dets = members, gt, list(cat_ids), iou_thr, max_dets
+        self.tasks, self.member_dirs = list(tasks), list(member_dirs)
         self.n_evals = 0
+
+    @classmethod
+    def from_members(cls, tasks: Sequence[DetectionTask], member_dirs: Sequence[Path],
+                     iou_thr: float = 0.55) -> "DetectionBlendObjective":
+        task = tasks[0]
+        if any(t.cat_ids != task.cat_ids or t.cfg.split_mode != task.cfg.split_mode for t in tasks):
+            raise OOFError("detection ensemble members must share categories and split_mode")
+        gt = oof_ground_truth(task, task.cfg.n_folds)
+        members = [by_image(member_oof(d, t.cfg.n_folds), task.cat_ids) for t, d in zip(tasks, member_dirs)]
+        covered = {im["id"] for im in gt["images"]}
+        for d, m in zip(member_dirs, members):
+            if not set(m) <= covered:
+                raise OOFError(f"{d}: OOF detections on images outside the validation set; members use other splits")
+        return cls(members, gt, task.cat_ids, iou_thr, task.cfg.detections_per_image, tasks, member_dirs)
 
     def fused(self, weights: np.ndarray) -> Results:
         return fuse(self.members, self.gt["images"], np.asarray(weights, dtype=np.float64), self.cat_ids,
@@ -64,13 +80,35 @@ class DetectionBlendObjective:
 
     def __call__(self, weights: np.ndarray) -> float:
         self.n_evals += 1
-        return float(coco_bbox_eval(self.gt, self.fused(weights), validate=False)["AP"])
+        return 100.0 * float(coco_bbox_eval(self.gt, self.fused(weights), validate=False)["AP"])
+
+    def full_score(self, weights: np.ndarray) -> float:
+        return self(weights)
+
+    def extras(self, weights: np.ndarray, out: Path | None = None) -> dict[str, Any]:
+        """The fused validation (and test) boxes evaluated into ``out/evaluation/{val,test}``."""
+        result: dict[str, Any] = {"iou_thr": self.iou_thr}
+        if out is None:
+            return result
+        task = self.tasks[0]
+        result["val_metrics"] = task.evaluate_split(self.fused(weights), self.gt, out / "evaluation" / "val")
+        test = task.coco("test")
+        members = [t.test_detections(d) for t, d in zip(self.tasks, self.member_dirs)]
+        if test is not None and all(m is not None for m in members):
+            fused = fuse([by_image(m, self.cat_ids) for m in members], test["images"],
+                         np.asarray(weights, dtype=np.float64), self.cat_ids, self.iou_thr, self.max_dets)
+            result["test_metrics"] = task.evaluate_split(fused, test, out / "evaluation" / "test")
+        return result
+
+    def write_submission(self, weights: np.ndarray, path: Path) -> Path | None:
+        """Each member's experiment-level test boxes (fixed: fold 0; k-fold: its folds' fusion), fused."""
+        return self.tasks[0].write_blend_submission(self.tasks, self.member_dirs, weights, {"iou_thr": self.iou_thr}, path)
 
 
-def member_oof(exp_dir: Path) -> Results:
-    paths = sorted(exp_dir.glob("fold*/oof/detections.json"))
-    if not paths:
-        raise OOFError(f"{exp_dir}: no fold*/oof/detections.json; run the member's folds first")
+def member_oof(exp_dir: Path, n_folds: int) -> Results:
+    paths = [exp_dir / f"fold{k}" / "oof" / "detections.json" for k in range(n_folds)]
+    if missing := [p for p in paths if not p.exists()]:
+        raise OOFError(f"{missing[0]} not found; run the member's folds first")
     return [r for p in paths for r in load_json(p)]
 
 
@@ -80,31 +118,3 @@ def oof_ground_truth(task: DetectionTask, n_folds: int) -> dict[str, Any]:
         return task.coco("val")
     ids = [im["id"] for k in range(n_folds) for im in task.fold_split(k)[2]["images"]]
     return select_images(task.coco("train"), ids)
-
-
-def blend_detections(tasks: Sequence[DetectionTask], exp_dirs: Sequence[Path], method: str,
-                     iou_thr: float = 0.55) -> dict[str, Any]:
-    """Search WBF weights on the OOF detections; fuse the test detections with them."""
-    task = tasks[0]
-    if any(t.cat_ids != task.cat_ids or t.cfg.split_mode != task.cfg.split_mode for t in tasks):
-        raise OOFError("detection ensemble members must share categories and split_mode")
-    gt = oof_ground_truth(task, task.cfg.n_folds)
-    members = [by_image(member_oof(d), task.cat_ids) for d in exp_dirs]
-    covered = {im["id"] for im in gt["images"]}
-    for d, m in zip(exp_dirs, members):
-        if not set(m) <= covered:
-            raise OOFError(f"{d}: OOF detections on images outside the validation set; members use other splits")
-    objective = DetectionBlendObjective(members, gt, task.cat_ids, iou_thr, task.cfg.detections_per_image)
-    result = search_weights(objective, len(tasks), method, final_score_fn=objective)  # + uniform / single checks
-    out = {"weights": [float(w) for w in result.weights], "blend_oof_score": 100 * float(result.score),
-           "member_oof_score": [100 * float(s) for s in result.member_scores],
-           "objective_evaluations": int(objective.n_evals), "search_history": [float(h) for h in result.history],
-           "oof_detections": objective.fused(result.weights), "gt": gt}
-    test = task.coco("test")
-    tests = [d / "fold0" / "evaluation" / "test" / "coco_instances_results.json" for d in exp_dirs]
-    if test is not None and task.cfg.split_mode == "fixed" and all(p.exists() for p in tests):
-        test_members = [by_image(load_json(p), task.cat_ids) for p in tests]
-        out["test_detections"] = fuse(test_members, test["images"], result.weights, task.cat_ids, iou_thr,
-                                      task.cfg.detections_per_image)
-        out["test_gt"] = test
-    return out

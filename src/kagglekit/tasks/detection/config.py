@@ -4,12 +4,20 @@ Defaults follow the seed's run 0 (detectron2 ``faster_rcnn_R_50_FPN_3x`` fine-tu
 0.9, wd 1e-4, base lr 0.001, linear warmup 1000 iterations from 0.001·lr, steps 15000/20000 × 0.1,
 25000 iterations of batch 4, evaluation + checkpoint every 2500, train min size from 640..800,
 test 800, max 1333, RoI batch 512 per image, score threshold 0.5, 100 detections per image.
+
+Shared names (see :mod:`kagglekit.config`): ``pretrained`` is a local backbone weights file (old
+``backbone_weights``), ``init_weights`` a whole detector's weights to fine-tune from (old
+``detector_weights``), ``hflip_p`` the training flip probability (old bool ``hflip``: true = 0.5),
+``compare_to`` a tuple of experiments (was one name). ``tta_sizes`` stays its own name: they are
+absolute test min sizes in pixels (the detector resizes each view itself), unlike segmentation's
+and multilabel's ``tta_scales``, relative factors of the inference size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from kagglekit.config import ExperimentConfig
+from kagglekit.config import ExperimentConfig, FoldStrategy, MonitorMode, Optimizer, Scheduler
 
 RUN0_ANCHORS = "32;64;128;256;512"  # one size per FPN level (P2..P6)
 RUN1_ANCHORS = "8,12,16;24,32,40;48,64,80;96,128,160;192,224,256"
@@ -24,45 +32,45 @@ def scaled_sizes(sizes: tuple[int, ...], factor: float, multiple: int = 16) -> t
 class DetectionConfig(ExperimentConfig):
     task: str = "detection"
     comp: str = "agropest12"
-    data_format: str = "yolo"  # yolo: data_dir/{images,labels}/<split> + classes.txt | coco: annotations/instances_<split>.json
+    data_format: Literal["yolo", "coco"] = "yolo"  # yolo: data_dir/{images,labels}/<split> + classes.txt | coco: annotations/instances_<split>.json
     image_dir: str = ""  # coco format: images folder ('{split}' is replaced); default data_dir/images/<split>
     splits: tuple[str, ...] = ("train", "val", "test")
-    split_mode: str = "fixed"  # fixed: validate on the val split (n_folds=1) | kfold: folds over train (OOF)
+    split_mode: Literal["fixed", "kfold"] = "fixed"  # fixed: validate on the val split (n_folds=1) | kfold: folds over train (OOF)
     class_subset: tuple[str, ...] = ()  # keep only these class names (others dropped; e.g. COCO128 demo)
-    architecture: str = "fasterrcnn_resnet50_fpn"  # or fasterrcnn_resnet50_fpn_v2
+    architecture: Literal["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"] = "fasterrcnn_resnet50_fpn"
     backbone: str = "resnet50"  # resnet18/34/50/101 (FPN on C2..C5)
     trainable_backbone_layers: int = 3
-    backbone_weights: str = ""  # local ImageNet state_dict of the backbone (torchvision resnet keys)
-    detector_weights: str = ""  # local full detector state_dict (e.g. torchvision COCO Faster R-CNN); head re-initialised if classes differ
+    pretrained: str = ""  # local ImageNet state_dict of the backbone (torchvision resnet keys)
+    init_weights: str = ""  # local full detector state_dict (e.g. torchvision COCO Faster R-CNN); head re-initialised if classes differ
     anchor_sizes: str = RUN0_ANCHORS  # ';' separates FPN levels, ',' sizes within a level
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     train_min_sizes: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
     test_min_size: int = 800
     max_size: int = 1333
-    hflip: bool = True
+    hflip_p: float = 0.5  # training horizontal-flip probability
     roi_batch_per_image: int = 512
     score_thresh: float = 0.5
     nms_thresh: float = 0.5
     detections_per_image: int = 100
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test), per FPN level
     rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test), per image
-    roi_loss: str = "ce"  # ce | focal (run 2)
+    roi_loss: Literal["ce", "focal"] = "ce"  # focal: run 2
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     repeat_factor_threshold: float = 0.0  # > 0: LVIS repeat-factor sampling (run 2: 0.001)
     filter_empty: bool = True  # drop training images without boxes (detectron2 default)
-    tta_sizes: tuple[int, ...] = ()  # empty: no TTA; else test min sizes (× hflip if tta_flip)
+    tta_sizes: tuple[int, ...] = ()  # empty: no TTA; else absolute test min sizes in pixels (× flip if tta_flip)
     tta_flip: bool = True
-    tta_merge: str = "wbf"  # nms | wbf
+    tta_merge: Literal["nms", "wbf"] = "wbf"
     tta_iou: float = 0.55
-    compare_to: str = ""  # earlier experiment whose results the report compares against
+    compare_to: tuple[str, ...] = ()  # earlier experiments whose results the report compares against
     n_folds: int = 1
-    fold_strategy: str = "multilabel_stratified"  # kfold mode: stratified on per-image class presence
-    optimizer: str = "sgd"
+    fold_strategy: FoldStrategy = "multilabel_stratified"  # kfold mode: stratified on per-image class presence
+    optimizer: Optimizer = "sgd"
     momentum: float = 0.9
     lr: float = 0.001
     weight_decay: float = 1e-4
-    scheduler: str = "step"
+    scheduler: Scheduler = "step"
     max_iters: int = 25000
     eval_period: int = 2500
     warmup_iters: int = 1000
@@ -71,7 +79,7 @@ class DetectionConfig(ExperimentConfig):
     lr_gamma: float = 0.1
     batch_size: int = 4
     monitor: str = "valid_bbox_AP"
-    monitor_mode: str = "max"
+    monitor_mode: MonitorMode = "max"
     keep_epoch_checkpoints: int = 10  # every eval_period checkpoint kept (seed: model_00XXXXX.pth)
     num_workers: int = 2
 

@@ -62,12 +62,12 @@ def repeat_factors(coco: dict[str, Any], threshold: float) -> np.ndarray:
 class DetectionDataset(Dataset):
     """Images + boxes of a COCO dict. Crowd boxes and boxes without area are left out of training
     targets (torchvision's detectors cannot use them; COCOeval still sees them as ignore regions).
-    ``hflip`` flips with probability 0.5 from an RNG seeded by (seed, epoch, index), so a
-    resumed run (even with workers, mid-pass) sees the same flips."""
+    ``hflip_p``: flip probability (0.5 in the seeds), drawn from an RNG seeded by (seed, epoch,
+    index), so a resumed run (even with workers, mid-pass) sees the same flips."""
 
-    def __init__(self, coco: dict[str, Any], image_dir: Path, *, train: bool, hflip: bool = False,
+    def __init__(self, coco: dict[str, Any], image_dir: Path, *, train: bool, hflip_p: float = 0.0,
                  seed: int = 0, filter_empty: bool = False) -> None:
-        self.image_dir, self.train, self.hflip, self.seed, self.epoch = Path(image_dir), train, hflip, seed, 0
+        self.image_dir, self.train, self.hflip_p, self.seed, self.epoch = Path(image_dir), train, hflip_p, seed, 0
         self.cat_ids = sorted(c["id"] for c in coco["categories"])
         label_of = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
         boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in coco["images"]}
@@ -103,7 +103,7 @@ class DetectionDataset(Dataset):
         image = self.load_image(i)
         boxes, labels = torch.from_numpy(self.boxes[i].copy()), torch.from_numpy(self.labels[i])
         flip_rng = np.random.default_rng([self.seed, self.epoch, i])
-        if self.train and self.hflip and flip_rng.random() < 0.5:
+        if self.train and self.hflip_p > 0 and flip_rng.random() < self.hflip_p:
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
@@ -116,3 +116,12 @@ class DetectionDataset(Dataset):
                 "targets": [{"boxes": it["boxes"], "labels": it["labels"]} for it in items],
                 "image_id": torch.tensor([it["image_id"] for it in items], dtype=torch.int64)}
 
+
+
+def coco_image_problems(coco: dict[str, Any], image_dir: Path, source: str) -> list[str]:
+    """Pre-flight: every image of ``coco`` missing under ``image_dir`` or not decodable (header
+    only), one line each (one line for the folder when none of many is there)."""
+    from kagglekit.preflight import image_problems
+    paths = [Path(image_dir) / im["file_name"] for im in coco["images"]]
+    return image_problems(paths, "image", f"restore it, or fix image_dir (now {image_dir}) or its file_name in {source}",
+                          source)

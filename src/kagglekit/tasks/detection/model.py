@@ -165,14 +165,14 @@ def _mobilenet_features(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
 
 
-def load_local_weights(model: FasterRCNN, backbone_weights: str = "", detector_weights: str = "") -> None:
+def load_local_weights(model: FasterRCNN, pretrained: str = "", init_weights: str = "") -> None:
     """Backbone ImageNet weights (torchvision classification keys) and/or a whole detector's
     weights (e.g. torchvision's COCO Faster R-CNN; the box predictor for another class count and
     the RPN head for another anchor count are re-initialised), from local files only."""
-    if backbone_weights:
-        load_matching(model.backbone.body, backbone_weights, _mobilenet_features)
-    if detector_weights:
-        load_matching(model, detector_weights)
+    if pretrained:
+        load_matching(model.backbone.body, pretrained, _mobilenet_features)
+    if init_weights:
+        load_matching(model, init_weights)
 
 
 class DetectionModel(nn.Module):

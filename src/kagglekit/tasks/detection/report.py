@@ -1,6 +1,6 @@
 """Reports shaped like seed 004 (Faster R-CNN training record): configuration, validation/test
 tables (N/A for an empty size bucket), per-class AP with the seed's performance labels, prediction
-statistics, model stability (val vs test), and — when ``compare_to`` names an earlier run — the
+statistics, model stability (val vs test), and — for each earlier run named in ``compare_to`` — the
 "Changes from" delta tables (overall and per class, with improved/degraded counts)."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def performance_label(ap: float) -> str:
 
 def configuration_section(cfg) -> str:
     items = {"Architecture": f"{cfg.architecture} (backbone {cfg.backbone}, FPN)",
-             "Pre-trained weights": cfg.detector_weights or cfg.backbone_weights or "none (random init)",
+             "Pre-trained weights": cfg.init_weights or cfg.pretrained or "none (random init)",
              "Anchors per FPN level": cfg.anchor_sizes, "Aspect ratios": list(cfg.aspect_ratios),
              "Batch size": cfg.batch_size, "Base learning rate": cfg.lr,
              "Schedule": f"{cfg.scheduler}, steps {list(cfg.lr_milestones)} x{cfg.lr_gamma}",
@@ -44,7 +44,7 @@ def configuration_section(cfg) -> str:
              "Optimizer": f"{cfg.optimizer.upper()} momentum {cfg.momentum}, weight decay {cfg.weight_decay}",
              "Iterations": f"{cfg.max_iters} (evaluation + checkpoint every {cfg.eval_period})",
              "Train min size": f"{list(cfg.train_min_sizes)}, max {cfg.max_size}",
-             "Test min size": f"{cfg.test_min_size}, max {cfg.max_size}", "Horizontal flip": cfg.hflip,
+             "Test min size": f"{cfg.test_min_size}, max {cfg.max_size}", "Horizontal flip": f"p={cfg.hflip_p:g}",
              "RoI batch per image": cfg.roi_batch_per_image, "Score threshold (test)": cfg.score_thresh,
              "Detections per image": cfg.detections_per_image, "RoI classification loss":
              cfg.roi_loss if cfg.roi_loss == "ce" else f"focal (alpha {cfg.focal_alpha}, gamma {cfg.focal_gamma})",
@@ -92,7 +92,7 @@ def _signed(a: Any, b: Any) -> str:
     return "N/A" if _nan(a) or _nan(b) else f"{a - b:+.2f}%"
 
 
-def results_sections(metrics: dict[str, Any], cfg, compare: dict[str, Any] | None) -> list[str]:
+def results_sections(metrics: dict[str, Any], cfg, compare: dict[str, dict[str, Any]] | None) -> list[str]:
     parts = []
     val = metrics.get("val", {})
     parts.append("## Validation set performance\n" + metrics_table(val) if "AP" in val else "## Validation set\n(no annotations)")
@@ -112,14 +112,14 @@ def results_sections(metrics: dict[str, Any], cfg, compare: dict[str, Any] | Non
     chosen = test if "AP" in test else val
     if "stats" in chosen:
         parts.append(f"## Predictions ({split})\n" + stats_lines(chosen["stats"]))
-    if compare is not None and "AP" in chosen and "AP" in (compare.get(split) or {}):
-        parts.append(f"## Changes from {cfg.compare_to} ({split} set)\n" +
-                     delta_tables(chosen, compare[split], cfg.compare_to, cfg.name))
+    for name, previous in (compare or {}).items():  # the compare_to experiments found
+        if "AP" in chosen and "AP" in (previous.get(split) or {}):
+            parts.append(f"## Changes from {name} ({split} set)\n" + delta_tables(chosen, previous[split], name, cfg.name))
     return parts
 
 
 def write_fold_report(fold_dir: Path, cfg, history: pd.DataFrame, metrics: dict[str, Any],
-                      compare: dict[str, Any] | None) -> Path:
+                      compare: dict[str, dict[str, Any]] | None) -> Path:
     x = "iter" if "iter" in history else "epoch"
     plot_history(history, fold_dir / "history.png", x=x, loss_cols=("train_loss",),
                  metric_cols=("valid_bbox_AP", "valid_bbox_AP50", "valid_bbox_AP75"))
@@ -139,7 +139,8 @@ def write_fold_report(fold_dir: Path, cfg, history: pd.DataFrame, metrics: dict[
     return write_text(fold_dir / "report.md", "\n\n".join(parts) + "\n")
 
 
-def write_experiment_report(exp_dir: Path, cfg, summary: dict[str, Any], compare: dict[str, Any] | None) -> Path:
+def write_experiment_report(exp_dir: Path, cfg, summary: dict[str, Any],
+                            compare: dict[str, dict[str, Any]] | None) -> Path:
     parts = [f"# {cfg.name} — experiment summary ({summary['folds']} fold(s), split_mode={cfg.split_mode})",
              configuration_section(cfg), *results_sections(summary, cfg, compare)]
     if "fold_AP" in summary:

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 from kagglekit import paths
 from kagglekit.cv import fold_ids, get_or_make_folds
 from kagglekit.engine.distributed import local_device
+from kagglekit.experiment.contract import MetricSpec
 from kagglekit.io import file_lock, load_json, save_json
+from kagglekit.submission.boxes import box_submission_problems, image_key, read_box_submission, write_box_submission
 from kagglekit.metrics.detection import coco_bbox_eval, detectron2_results_json, prediction_stats
 from kagglekit.tasks.detection import convert as C
 from kagglekit.tasks.detection.config import DetectionConfig
@@ -61,6 +63,10 @@ class DetectionEvaluator:
 
 
 class DetectionTask:
+    """The detection side of :class:`kagglekit.experiment.contract.Task`."""
+
+    metric = MetricSpec("bbox mAP (%)", "max", fold_key="score")
+
     def __init__(self, cfg: DetectionConfig) -> None:
         if cfg.split_mode not in ("fixed", "kfold"):
             raise ValueError(f"split_mode {cfg.split_mode!r} unknown; use fixed or kfold")
@@ -150,14 +156,33 @@ class DetectionTask:
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
         return select_images(train, train_ids), self.image_dir("train"), select_images(train, valid_ids), self.image_dir("train")
 
+    def preflight(self, fold: int) -> list[str]:
+        """Every problem with the files fold ``fold`` reads: the train annotations (converted from
+        YOLO first when needed), the val split's in fixed mode, the test split's when it exists, and
+        every image they list (exists, decodes)."""
+        from kagglekit.tasks.detection.data import coco_image_problems
+        problems: list[str] = []
+        for split in ("train", "val", "test") if self.cfg.split_mode == "fixed" else ("train", "test"):
+            try:
+                coco = self.coco(split)
+            except (ValueError, OSError) as exc:  # LabelError (annotations, YOLO lines, class_subset) is a ValueError
+                problems.append(str(exc))
+                continue
+            if coco is None:
+                if split != "test":
+                    problems.append(f"{self.annotations_path(split)}: {split} annotations not found (and no YOLO {split} "
+                                    f"split under {self.root}); add them or fix data_dir / data_format")
+                continue
+            problems += coco_image_problems(coco, self.image_dir(split), str(self.annotations_path(split)))
+        return problems
+
     def fold_datasets(self, fold: int) -> tuple[DetectionDataset, DetectionDataset]:
         c = self.cfg
         train, train_dir, valid, valid_dir = self.fold_split(fold)
-        train_ds = DetectionDataset(train, train_dir, train=True, hflip=c.hflip, seed=c.seed, filter_empty=c.filter_empty)
+        train_ds = DetectionDataset(train, train_dir, train=True, hflip_p=c.hflip_p, seed=c.seed, filter_empty=c.filter_empty)
         if c.repeat_factor_threshold > 0:
             train_ds.repeat_factors = repeat_factors(train_ds.coco, c.repeat_factor_threshold)
-        self.valid_ds = DetectionDataset(valid, valid_dir, train=False)
-        return train_ds, self.valid_ds
+        return train_ds, DetectionDataset(valid, valid_dir, train=False)
 
     # ---- model ------------------------------------------------------------------------------
     def detector_spec(self) -> DetectorSpec:
@@ -169,20 +194,20 @@ class DetectionTask:
                             nms_thresh=c.nms_thresh, detections_per_image=c.detections_per_image,
                             rpn_pre_nms_top_n=c.rpn_pre_nms_top_n, rpn_post_nms_top_n=c.rpn_post_nms_top_n,
                             roi_loss=c.roi_loss, focal_alpha=c.focal_alpha, focal_gamma=c.focal_gamma,
-                            pretrained=bool(c.backbone_weights or c.detector_weights))
+                            pretrained=bool(c.pretrained or c.init_weights))
 
-    def build_model(self) -> DetectionModel:
+    def build_model(self, initial_weights: bool = True) -> DetectionModel:
         c = self.cfg
-        detector = build_detector(self.detector_spec())
-        if c.backbone_weights or c.detector_weights:
-            load_local_weights(detector, c.backbone_weights, c.detector_weights)
-        else:
-            log.info("pretrained=False: %s detector randomly initialised (set backbone_weights= or "
-                     "detector_weights=<local file>; nothing is downloaded)", c.backbone)
+        detector = build_detector(self.detector_spec())  # frozen BatchNorm when either file is configured
+        if (c.pretrained or c.init_weights) and initial_weights:
+            load_local_weights(detector, c.pretrained, c.init_weights)
+        elif initial_weights:
+            log.info("pretrained=False: %s detector randomly initialised (set pretrained= or "
+                     "init_weights=<local file>; nothing is downloaded)", c.backbone)
         return DetectionModel(detector, c.train_min_sizes, c.test_min_size)
 
-    def make_evaluator(self) -> DetectionEvaluator:
-        return DetectionEvaluator(self.valid_ds.coco, self.cat_ids)
+    def make_evaluator(self, valid_ds: DetectionDataset) -> DetectionEvaluator:
+        return DetectionEvaluator(valid_ds.coco, self.cat_ids)
 
     # ---- fold epilogue ----------------------------------------------------------------------
     @torch.no_grad()
@@ -223,54 +248,121 @@ class DetectionTask:
         chosen = self.predict(model, valid_ds, tta=True) if c.tta_sizes else plain
         out["val"] = self.evaluate_split(chosen, valid, fold_dir / "evaluation" / "val")
         save_json(fold_dir / "oof" / "detections.json", chosen)  # this fold's OOF (the ensemble reads it)
-        test = self.coco("test")
-        if test is not None:
-            test_ds = DetectionDataset(test, self.image_dir("test"), train=False)
-            results = self.predict(model, test_ds, tta=bool(c.tta_sizes))
-            out["test"] = self.evaluate_split(results, test, fold_dir / "evaluation" / "test")
+        if self.predict_test(model, fold, fold_dir, out):
+            out["test"] = self.evaluate_split(load_json(self.fold_test_path(fold_dir)), self.coco("test"),
+                                              fold_dir / "evaluation" / "test")
         out["tta"] = {"sizes": list(c.tta_sizes), "flip": c.tta_flip, "merge": c.tta_merge} if c.tta_sizes else None
+        out["score"] = out["val"].get("AP")
         return out
+
+    @staticmethod
+    def fold_test_path(fold_dir: Path) -> Path:
+        return fold_dir / "evaluation" / "test" / "coco_instances_results.json"
+
+    def predict_test(self, model: DetectionModel, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """COCO results of the test split (TTA when configured) → ``fold_dir/evaluation/test/coco_instances_results.json``."""
+        test = self.coco("test")
+        if test is None:
+            log.info("%s not found (and no YOLO test split under %s): no test split to predict",
+                     self.annotations_path("test"), self.root)
+            return False
+        test_ds = DetectionDataset(test, self.image_dir("test"), train=False)
+        save_json(self.fold_test_path(fold_dir), self.predict(model, test_ds, tta=bool(self.cfg.tta_sizes)))
+        return True
+
+    def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
+        return fold_dir / "checkpoints" / "best.pt"
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.tasks.detection.report import write_fold_report
         write_fold_report(fold_dir, self.cfg, history, metrics, self.compare_metrics())
 
-    def compare_metrics(self) -> dict[str, Any] | None:
-        """The ``compare_to`` experiment's summary (``output/<exp>/metrics.json``), when it exists."""
-        if not self.cfg.compare_to:
-            return None
-        path = Path(self.cfg.output_dir or paths.output_root()) / self.cfg.compare_to / "metrics.json"
-        if not path.exists():
-            log.warning("compare_to=%s: %s not found; report without the comparison", self.cfg.compare_to, path)
-            return None
-        return load_json(path)
+    def compare_metrics(self) -> dict[str, dict[str, Any]]:
+        """Each ``compare_to`` experiment's summary (``output/<exp>/metrics.json``) that exists, by name."""
+        found = {}
+        for name in self.cfg.compare_to:
+            path = Path(self.cfg.output_dir or paths.output_root()) / name / "metrics.json"
+            if path.exists():
+                found[name] = load_json(path)
+            else:
+                log.warning("compare_to %s: %s not found; report without that comparison", name, path)
+        return found
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any]:
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        summary = self.experiment_summary(exp_dir, list(fold_metrics))
+        return {"cv": summary["val"].get("AP"), **summary}
+
+    def test_detections(self, exp_dir: Path) -> list[dict[str, Any]] | None:
+        """The experiment's test detections: fold 0's (fixed split) or the folds' boxes fused by WBF
+        (k-fold: uniform weights, ``tta_iou``); None when the data has no test split or a fold has
+        no test predictions."""
+        test = self.coco("test")
+        files = [self.fold_test_path(exp_dir / f"fold{k}") for k in range(self.cfg.n_folds)]
+        if test is None or not all(f.exists() for f in files):
+            return None
+        if self.cfg.split_mode == "fixed":
+            return load_json(files[0])
+        from kagglekit.tasks.detection.blend import by_image, fuse
+        members = [by_image(load_json(f), self.cat_ids) for f in files]
+        return fuse(members, test["images"], np.full(len(members), 1.0 / len(members)), self.cat_ids,
+                    self.cfg.tta_iou, self.cfg.detections_per_image)
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["DetectionTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """Each member's :meth:`test_detections`; several members fused per image by WBF with
+        ``weights`` at ``decisions["iou_thr"]`` (default 0.55); one member written as it is →
+        validated ``image_id,PredictionString`` CSV."""
+        test = self.coco("test")
+        members = [t.test_detections(d) for t, d in zip(tasks, member_dirs)]
+        if test is None or any(m is None for m in members):
+            return None
+        results = members[0]
+        if len(members) > 1:
+            from kagglekit.tasks.detection.blend import by_image, fuse
+            results = fuse([by_image(m, self.cat_ids) for m in members], test["images"], np.asarray(weights, dtype=np.float64),
+                           self.cat_ids, float(decisions.get("iou_thr", 0.55)), self.cfg.detections_per_image)
+        return write_box_submission(results, test["images"], self.cat_ids, path)
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """``image_id,PredictionString`` against the test images (or ``reference``'s image_id column)."""
+        try:
+            frame = read_box_submission(Path(path))
+        except (OSError, ValueError) as exc:
+            return [f"{path}: cannot read the CSV ({exc})"]
+        if reference:
+            ids = pd.read_csv(reference, dtype=str)["image_id"].tolist()
+        else:
+            test = self.coco("test")
+            if test is None:
+                return ["this experiment's data has no test split; pass the sample submission as the reference"]
+            ids = [image_key(im) for im in test["images"]]
+        return box_submission_problems(frame, ids, self.cat_ids)
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
         from kagglekit.tasks.detection.report import write_experiment_report
-        folds = [load_json(p) for p in sorted(exp_dir.glob("fold*/metrics.json"))]
-        if not folds:
-            raise FileNotFoundError(f"{exp_dir}: no fold*/metrics.json; run the folds first")
-        summary = self.experiment_summary(exp_dir, folds)
-        save_json(exp_dir / "metrics.json", summary)
         write_experiment_report(exp_dir, self.cfg, summary, self.compare_metrics())
-        return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+
+    def blend_objective(self, tasks: Sequence["DetectionTask"], member_dirs: Sequence[Path]) -> Any:
+        from kagglekit.tasks.detection.blend import DetectionBlendObjective
+        return DetectionBlendObjective.from_members(tasks, member_dirs)
 
     def experiment_summary(self, exp_dir: Path, folds: list[dict[str, Any]]) -> dict[str, Any]:
-        """Fixed split: fold 0's numbers. K-fold: the merged OOF detections scored on the train GT."""
+        """Fixed split: fold 0's numbers. K-fold: the merged OOF detections of folds 0..K-1 scored
+        on exactly those folds' validation images of the train GT."""
         summary: dict[str, Any] = {"experiment": self.cfg.name, "folds": len(folds)}
         if self.cfg.split_mode == "fixed":
             return {**summary, "val": folds[0]["val"], "val_plain": folds[0]["val_plain"],
                     "test": folds[0].get("test"), "best_valid_bbox_AP": folds[0].get("best_valid_bbox_AP")}
-        oof = [r for p in sorted(exp_dir.glob("fold*/oof/detections.json")) for r in load_json(p)]
+        n = len(folds)
+        oof = [r for k in range(n) for r in load_json(exp_dir / f"fold{k}" / "oof" / "detections.json")]
         train = self.coco("train")
-        covered = sorted({im["id"] for f in range(len(folds)) for im in self.fold_split(f)[2]["images"]})
+        covered = sorted({im["id"] for k in range(n) for im in self.fold_split(k)[2]["images"]})
         summary["val"] = self.evaluate_split(oof, select_images(train, covered), exp_dir / "evaluation" / "oof")
         summary["fold_AP"] = [f["val"].get("AP") for f in folds]
-        test, fold_tests = self.coco("test"), sorted(exp_dir.glob("fold*/evaluation/test/coco_instances_results.json"))
-        if test is not None and fold_tests:
-            from kagglekit.tasks.detection.blend import by_image, fuse  # the fold models' test boxes, WBF-fused
-            members = [by_image(load_json(p), self.cat_ids) for p in fold_tests]
-            fused = fuse(members, test["images"], np.full(len(members), 1.0 / len(members)), self.cat_ids,
-                         self.cfg.tta_iou, self.cfg.detections_per_image)
-            summary["test"] = self.evaluate_split(fused, test, exp_dir / "evaluation" / "test")
+        fused = self.test_detections(exp_dir)  # the fold models' test boxes, WBF-fused
+        if fused is not None:
+            summary["test"] = self.evaluate_split(fused, self.coco("test"), exp_dir / "evaluation" / "test")
         return summary

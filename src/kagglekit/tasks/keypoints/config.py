@@ -4,12 +4,16 @@ fine-tune (arm A) vs real only (arm B), graded with OKS-mAP against the v1 basel
 Seed settings: fine-tune from the v1 checkpoint for 25 epochs at image size 480, batch 16, lr 2e-4,
 real frames oversampled ×8 in the mix, validation on the real val split, evaluation on the real
 test set with OKS-mAP, OKS-mAP@50 and PCK@0.05.
+
+Shared names (see :mod:`kagglekit.config`): ``init_weights`` is a whole model to fine-tune from,
+``pretrained`` a local backbone weights file (old ``backbone_weights``), ``hflip_p`` the training
+flip probability (old bool ``hflip``: true = 0.5), ``tta_flip`` the flip TTA (old ``flip_tta``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from kagglekit.config import ExperimentConfig
+from kagglekit.config import ExperimentConfig, MonitorMode
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,11 @@ class KeypointConfig(ExperimentConfig):
     backbone: str = "resnet50"
     trainable_backbone_layers: int = 3
     init_weights: str = ""  # local checkpoint to fine-tune from (e.g. the v1 model); head kept when K matches
-    backbone_weights: str = ""  # local ImageNet backbone weights
+    pretrained: str = ""  # local ImageNet backbone weights
     image_size: int = 480  # min size at train and test time
     max_size: int = 800
-    hflip: bool = True  # training flip with left/right keypoint swap
-    flip_tta: bool = True
+    hflip_p: float = 0.5  # training flip probability (with left/right keypoint swap)
+    tta_flip: bool = True
     roi_batch_per_image: int = 512
     keypoint_head_channels: tuple[int, ...] = (512,) * 8  # torchvision's KeypointRCNNHeads (8 convs of 512)
     score_thresh: float = 0.05
@@ -50,7 +54,7 @@ class KeypointConfig(ExperimentConfig):
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     monitor: str = "valid_oks_map"
-    monitor_mode: str = "max"
+    monitor_mode: MonitorMode = "max"
     num_workers: int = 2
 
     def demo(self) -> "KeypointConfig":

@@ -29,12 +29,12 @@ def keypoint_names(coco: dict[str, Any]) -> list[str]:
 class KeypointDataset(Dataset):
     """One COCO keypoints source; crowd and keypoint-free boxes stay out of training targets."""
 
-    def __init__(self, coco: dict[str, Any], image_dir: Path, *, train: bool, hflip: bool = False,
+    def __init__(self, coco: dict[str, Any], image_dir: Path, *, train: bool, hflip_p: float = 0.0,
                  flip_pairs: Sequence[tuple[int, int]] = (), seed: int = 0) -> None:
         self.k = len(keypoint_names(coco))
         self.base = DetectionDataset(coco, image_dir, train=False)  # image loading + the COCO subset
         self.coco, self.images = self.base.coco, self.base.images
-        self.train, self.hflip, self.flip_pairs, self.seed, self.epoch = train, hflip, list(flip_pairs), seed, 0
+        self.train, self.hflip_p, self.flip_pairs, self.seed, self.epoch = train, hflip_p, list(flip_pairs), seed, 0
         anns: dict[int, list[dict[str, Any]]] = {im["id"]: [] for im in self.images}
         for a in coco["annotations"]:
             x, y, w, h = a["bbox"]
@@ -60,7 +60,7 @@ class KeypointDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, target = self.load_image(i), self.targets(i)
-        if self.train and self.hflip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
+        if self.train and self.hflip_p > 0 and np.random.default_rng([self.seed, self.epoch, i]).random() < self.hflip_p:
             width = image.shape[-1]
             image = image.flip(-1)
             b = target["boxes"]
@@ -99,3 +99,15 @@ class MixedDataset(Dataset):
         return self.sources[s][i - int(self.offsets[s])]
 
     collate_fn = staticmethod(KeypointDataset.collate_fn)
+
+
+def dataset_problems(dataset: KeypointDataset, source: str) -> list[str]:
+    """Pre-flight of one source: every image missing or not decodable, and every annotation whose
+    ``keypoints`` is not 3 × K numbers (it would fail in the middle of an epoch)."""
+    from kagglekit.tasks.detection.data import coco_image_problems
+    problems = coco_image_problems(dataset.coco, dataset.base.image_dir, source)
+    width = 3 * dataset.k
+    problems += [f"{source}: annotation id {a.get('id')} (image {a['image_id']}) has {len(a.get('keypoints') or [])} "
+                 f"keypoint values, expected {width} (x, y, v for {dataset.k} keypoints); fix or drop it"
+                 for anns in dataset.anns for a in anns if len(a.get("keypoints") or []) != width]
+    return problems

@@ -39,11 +39,11 @@ def _unwrap_detector(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
 
 
-def load_keypoint_weights(model: KeypointRCNN, init_weights: str = "", backbone_weights: str = "") -> None:
+def load_keypoint_weights(model: KeypointRCNN, init_weights: str = "", pretrained: str = "") -> None:
     """ImageNet backbone weights and/or a whole model to fine-tune from (e.g. the v1 checkpoint;
     the keypoint head of another K is re-initialised), from local files only."""
-    if backbone_weights:
-        load_matching(model.backbone.body, backbone_weights)
+    if pretrained:
+        load_matching(model.backbone.body, pretrained)
     if init_weights:
         load_matching(model, init_weights, _unwrap_detector)
 
@@ -60,8 +60,8 @@ class KeypointModel(nn.Module):
         return {"detections": self.detector(batch["images"])}
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor, flip_tta: bool) -> dict[str, torch.Tensor]:
-        """Detections of one (3, H, W) image; with ``flip_tta`` the mirrored image's instances
+    def predict(self, image: torch.Tensor, tta_flip: bool) -> dict[str, torch.Tensor]:
+        """Detections of one (3, H, W) image; with ``tta_flip`` the mirrored image's instances
         (x mirrored back, left/right keypoints swapped) are matched by box IoU and averaged in."""
         single = lambda img: self.detector([img])[0]  # noqa: E731
-        return predict_flip_tta(single, image, self.flip_pairs) if flip_tta else single(image)
+        return predict_flip_tta(single, image, self.flip_pairs) if tta_flip else single(image)

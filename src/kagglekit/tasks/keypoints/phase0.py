@@ -88,6 +88,11 @@ def main(cfg: KeypointConfig, argv: Sequence[str] | None = None) -> int:
             OutOfMemory, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM: one line, exit 130 / 143 (kagglekit.cli)
+        from kagglekit.cli import interrupted_line, resume_command
+        line, code = interrupted_line(exc, resume_command(cfg.name, argv))
+        print(line, file=sys.stderr)
+        return code
 
 
 def _existing(cfg: KeypointConfig) -> Path:

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 
 from kagglekit import paths
 from kagglekit.engine.distributed import local_device
+from kagglekit.experiment.contract import MetricSpec
+from kagglekit.tasks.keypoints import lifecycle as KL
 from kagglekit.io import load_json, save_json, write_text
 from kagglekit.metrics.keypoints import COCO_SIGMAS, oks_map, pck
 from kagglekit.report.markdown import markdown_kv, markdown_table
@@ -87,6 +89,10 @@ class KeypointEvaluator:
 
 
 class KeypointTask:
+    """The keypoint side of :class:`kagglekit.experiment.contract.Task` (one fold: the real val split)."""
+
+    metric = MetricSpec("OKS mAP", "max", fold_key="score")
+
     def __init__(self, cfg: KeypointConfig) -> None:
         if cfg.n_folds != 1:
             raise ValueError(f"the keypoint task validates on the real val split: set n_folds=1 (got {cfg.n_folds})")
@@ -132,8 +138,22 @@ class KeypointTask:
             coco = MAPPINGS[c.synthetic_mapping].apply_coco(coco)
         if keypoint_names(coco) != self.names:
             raise ValueError(f"{which} keypoint names differ from the real ones; set synthetic_mapping to convert them")
-        return KeypointDataset(coco, image_dir, train=train, hflip=c.hflip, seed=c.seed,
+        return KeypointDataset(coco, image_dir, train=train, hflip_p=c.hflip_p, seed=c.seed,
                                flip_pairs=flip_pairs_from_names(self.names))
+
+    def preflight(self, fold: int) -> list[str]:
+        """Every problem with the files the run reads: the real train / val / test JSONs (and the
+        synthetic one when used), keypoint names that match, each listed image and keypoint row."""
+        from kagglekit.tasks.keypoints.data import dataset_problems
+        problems: list[str] = []
+        for which in ("real_train", "real_val", "real_test") + (("synthetic",) if self.cfg.use_synthetic else ()):
+            try:
+                dataset = self.dataset(which, False)
+            except (ValueError, OSError) as exc:  # unset / unreadable JSON (LabelError), names that differ
+                problems.append(str(exc))
+                continue
+            problems += dataset_problems(dataset, str(self._path(getattr(self.cfg, f"{which}_json"))))
+        return list(dict.fromkeys(problems))  # a bad real_train JSON fails every source the same way
 
     def fold_datasets(self, fold: int):
         c = self.cfg
@@ -141,31 +161,30 @@ class KeypointTask:
         if c.use_synthetic:
             sources.append(self.dataset("synthetic", True))
             factors.append(c.synthetic_oversample)
-        self.valid_ds = self.dataset("real_val", False)
-        return MixedDataset(sources, factors), self.valid_ds
+        return MixedDataset(sources, factors), self.dataset("real_val", False)
 
-    def build_model(self) -> KeypointModel:
+    def build_model(self, initial_weights: bool = True) -> KeypointModel:
         c = self.cfg
         detector = build_keypoint_rcnn(len(self.names), backbone=c.backbone, trainable_layers=c.trainable_backbone_layers,
                                        min_size=c.image_size, max_size=c.max_size, score_thresh=c.score_thresh,
                                        detections_per_image=c.detections_per_image,
-                                       pretrained=bool(c.init_weights or c.backbone_weights),
+                                       pretrained=bool(c.init_weights or c.pretrained),
                                        roi_batch_per_image=c.roi_batch_per_image, head_channels=c.keypoint_head_channels)
-        if c.init_weights or c.backbone_weights:
-            load_keypoint_weights(detector, c.init_weights, c.backbone_weights)
-        else:
+        if (c.init_weights or c.pretrained) and initial_weights:
+            load_keypoint_weights(detector, c.init_weights, c.pretrained)
+        elif initial_weights:
             log.info("pretrained=False: keypoint R-CNN randomly initialised (set init_weights=<local checkpoint>)")
         return KeypointModel(detector, flip_pairs_from_names(self.names))
 
-    def make_evaluator(self) -> KeypointEvaluator:
-        return KeypointEvaluator(self.valid_ds.coco, self.sigmas, self.cfg.pck_alpha)
+    def make_evaluator(self, valid_ds: KeypointDataset) -> KeypointEvaluator:
+        return KeypointEvaluator(valid_ds.coco, self.sigmas, self.cfg.pck_alpha)
 
     @torch.no_grad()
-    def predict(self, model: KeypointModel, dataset: KeypointDataset, flip_tta: bool) -> list[dict[str, Any]]:
+    def predict(self, model: KeypointModel, dataset: KeypointDataset, tta_flip: bool) -> list[dict[str, Any]]:
         model = model.to(self.device).eval()
         results = []
-        for i in tqdm(range(len(dataset)), desc="predict" + (" (flip TTA)" if flip_tta else ""), leave=False):
-            results += to_keypoint_results(model.predict(dataset.load_image(i).to(self.device), flip_tta),
+        for i in tqdm(range(len(dataset)), desc="predict" + (" (flip TTA)" if tta_flip else ""), leave=False):
+            results += to_keypoint_results(model.predict(dataset.load_image(i).to(self.device), tta_flip),
                                            dataset.images[i]["id"])
         return results
 
@@ -176,14 +195,32 @@ class KeypointTask:
 
     def finalize(self, model: KeypointModel, fold: int, fold_dir: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": "A (synthetic + real)" if self.cfg.use_synthetic else "B (real only)"}
-        for which, split in (("real_val", "val"), ("real_test", "test")):
-            ds = self.dataset(which, False)
-            results = self.predict(model, ds, self.cfg.flip_tta)
-            save_json(fold_dir / "evaluation" / split / "keypoint_results.json", results)
-            out[split] = self.scores(ds.coco, results)
-            if self.cfg.flip_tta:
-                out[f"{split}_no_tta"] = self.scores(ds.coco, self.predict(model, ds, False))
+        val = self.dataset("real_val", False)
+        save_json(KL.fold_results_path(fold_dir, "val"), self.predict(model, val, self.cfg.tta_flip))
+        self._score_split(model, val, fold_dir, "val", out)
+        if self.predict_test(model, fold, fold_dir, out):
+            self._score_split(model, self.dataset("real_test", False), fold_dir, "test", out)
+        out["score"] = out["val"]["oks_map"]
         return out
+
+    def _score_split(self, model: KeypointModel, ds: KeypointDataset, fold_dir: Path, split: str, out: dict[str, Any]) -> None:
+        """The split's saved results scored against its ground truth (+ without flip TTA when TTA is on)."""
+        out[split] = self.scores(ds.coco, load_json(KL.fold_results_path(fold_dir, split)))
+        if self.cfg.tta_flip:
+            out[f"{split}_no_tta"] = self.scores(ds.coco, self.predict(model, ds, False))
+
+    def predict_test(self, model: KeypointModel, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """COCO keypoint results of ``real_test_json``'s images (flip TTA when configured) →
+        ``fold_dir/evaluation/test/keypoint_results.json`` (False: real_test_json not set)."""
+        if not self.cfg.real_test_json:
+            log.info("real_test_json is not set: no test split to predict")
+            return False
+        ds = self.dataset("real_test", False)
+        save_json(KL.fold_results_path(fold_dir, "test"), self.predict(model, ds, self.cfg.tta_flip))
+        return True
+
+    def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
+        return fold_dir / "checkpoints" / "best.pt"
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         plot_history(history, fold_dir / "history.png", loss_cols=("train_loss",),
@@ -196,15 +233,44 @@ class KeypointTask:
                 "Sources": f"real ×{c.real_oversample}" + (f" + synthetic ×{c.synthetic_oversample}" if c.use_synthetic else ""),
                 "Model": f"Keypoint R-CNN {c.backbone}-FPN, K={len(self.names)}", "Init": c.init_weights or "random",
                 "Training": f"{c.epochs} epochs, image {c.image_size}, batch {c.batch_size}, lr {c.lr:g}",
-                "Flip TTA": c.flip_tta, "PCK": f"alpha {c.pck_alpha:g} × max(w, h) of the ground-truth box"}),
+                "Flip TTA": c.tta_flip, "PCK": f"alpha {c.pck_alpha:g} × max(w, h) of the ground-truth box"}),
             "## Real-domain results\n" + markdown_table(rows),
             "## Training history\n" + markdown_table(history.drop(columns=["seconds"], errors="ignore"))
             + "\n![history](history.png)"])
         write_text(fold_dir / "report.md", text + "\n")
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any]:
-        fold = load_json(exp_dir / "fold0" / "metrics.json")
-        summary = {k: fold[k] for k in ("arm", "val", "test") if k in fold}
-        save_json(exp_dir / "metrics.json", summary)
-        write_text(exp_dir / "report.md", (exp_dir / "fold0" / "report.md").read_text())
-        return {f"test_{k}": v for k, v in summary["test"].items()}
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        fold = fold_metrics[0]
+        return {"cv": fold["val"]["oks_map"], **{k: fold[k] for k in ("arm", "val", "test") if k in fold}}
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["KeypointTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """The members' fold-0 test keypoints; several members fused by :func:`fuse_keypoints`
+        with ``weights``, one written as it is → validated ``image_id,PredictionString`` CSV."""
+        files = [KL.KeypointBlend.results_path(d, "test") for d in member_dirs]
+        if not all(f.exists() for f in files):
+            return None
+        members = [load_json(f) for f in files]
+        k = len(self.names)
+        results = members[0] if len(members) == 1 else KL.fuse_keypoints(members, weights, k)
+        return KL.write_keypoint_submission(results, self.dataset("real_test", False).coco["images"], k, path)
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """``image_id,PredictionString`` against the real test images (or ``reference``'s image_id column)."""
+        try:
+            frame = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            return [f"{path}: cannot read the CSV ({exc})"]
+        ids = (pd.read_csv(reference, dtype=str)["image_id"].tolist() if reference else
+               [KL.image_key(im) for im in self.dataset("real_test", False).coco["images"]])
+        return KL.keypoint_submission_problems(frame, ids, len(self.names))
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+        sub = f"\n\nSubmission: `{summary['submission']}`\n" if summary.get("submission") else "\n"
+        write_text(exp_dir / "report.md", (exp_dir / "fold0" / "report.md").read_text().rstrip() + sub)
+
+    def blend_objective(self, tasks: Sequence["KeypointTask"], member_dirs: Sequence[Path]) -> KL.KeypointBlend:
+        return KL.KeypointBlend(tasks, member_dirs)

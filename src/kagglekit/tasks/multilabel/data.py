@@ -379,15 +379,15 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
 
 def build_transforms(image_size: int, train: bool, cam_erase_p: float = 0.5,
-                     hflip: bool = False, seed: int | None = None) -> A.Compose:
+                     hflip_p: float = 0.0, seed: int | None = None) -> A.Compose:
     """albumentations pipeline on uint8 (H, W, 3) -> (image_size, image_size, 3) uint8.
 
     Train: squash-resize to a square, RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3), optional
     horizontal flip, colour jitter, :class:`CamErase`. Valid: squash-resize only.
 
-    ``hflip`` is off by default: mirroring an image swaps the car's left and right sides, so
-    with side-specific attributes (front_left / front_right, ...) a flip without swapping the
-    labels teaches wrong targets. Turn it on only for side-symmetric attribute sets.
+    ``hflip_p`` (flip probability) is 0 by default: mirroring an image swaps the car's left and
+    right sides, so with side-specific attributes (front_left / front_right, ...) a flip without
+    swapping the labels teaches wrong targets. Set it only for side-symmetric attribute sets.
     The resize comes first because RandomResizedCrop with ratio ~1 and scale 0.7 cannot fit in
     a wide 512x221 frame (it would fall back to a centre crop every time).
     """
@@ -399,8 +399,47 @@ def build_transforms(image_size: int, train: bool, cam_erase_p: float = 0.5,
         A.RandomResizedCrop(size=(image_size, image_size), scale=(0.7, 1.0),
                             ratio=(3 / 4, 4 / 3), p=1.0),
     ]
-    if hflip:
-        ops.append(A.HorizontalFlip(p=0.5))
+    if hflip_p > 0:
+        ops.append(A.HorizontalFlip(p=hflip_p))
     ops += [A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8),
             CamErase(max_frac=0.25, p=cam_erase_p)]
     return A.Compose(ops, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pre-flight
+# ----------------------------------------------------------------------------------------------
+def preflight_labels(csv_path: str | Path, image_root: str | Path, attributes: Sequence[str] | None = None,
+                     image_column: str | None = None) -> list[str]:
+    """Every problem :func:`load_labels` would stop at, all at once, plus each listed image's
+    header (exists, decodes): bad cells, duplicate images, missing / corrupt image files. Empty:
+    the CSV loads and every image opens."""
+    from kagglekit.preflight import image_problems
+    csv_path, source = Path(csv_path), str(csv_path)
+    if not csv_path.is_file():
+        return [f"{source}: label CSV not found; set data_dir / labels_csv to the folder holding it (or run with --demo)"]
+    try:
+        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        return [f"{source}: cannot parse the label CSV ({type(exc).__name__}: {exc}); fix the file"]
+    try:
+        col = _image_column(list(raw.columns), source, image_column)
+    except LabelError as exc:
+        return [str(exc)]
+    if len(raw) == 0:
+        return [f"{source}: no rows (only a header?); add labelled images"]
+    others = [c for c in raw.columns if c != col]
+    attrs = list(others if attributes is None else attributes)
+    unknown = [a for a in attrs if a not in others]
+    if unknown or not attrs:
+        return [f"{source}: unknown attribute column(s) {unknown}; the file has {others} (fix `attributes` or the CSV header)"
+                if unknown else f"{source}: no attribute columns besides {col!r}; add label columns"]
+    problems = [f"{source}: row {i + 1} (line {i + 2}), column {a!r}: value {value!r} is not 1, 0 or missing "
+                "(empty / NaN / -1); fix the cell"
+                for a in attrs for i, value in enumerate(raw[a].tolist()) if _parse_cell(str(value)) is None]
+    names = raw[col].astype(str).str.strip()
+    problems += [f"{source}: row {i + 1} (line {i + 2}), column {col!r}: image {name!r} is listed again; keep one row per image"
+                 for i, name in names[names.duplicated(keep="first")].items()]
+    problems += image_problems([Path(image_root) / n for n in names], "image",
+                               f"restore the file or remove its row from {source}", source)
+    return problems

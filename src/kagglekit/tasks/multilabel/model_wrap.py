@@ -63,7 +63,7 @@ def load_backbone_weights(classifier: TimmClassifier, path: str) -> int:
     state = {k.removeprefix("module.").removeprefix("model."): v for k, v in read_state_dict(path).items()}
     loaded = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
     if not loaded:
-        raise ValueError(f"pretrained_path {path}: no tensor matches backbone keys; is it the right architecture?")
+        raise ValueError(f"pretrained {path}: no tensor matches backbone keys; is it the right architecture?")
     classifier.model.load_state_dict(loaded, strict=False)
     log.info("pretrained: loaded %d/%d backbone tensors from %s", len(loaded), len(target), path)
     return len(loaded)

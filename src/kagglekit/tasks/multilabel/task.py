@@ -19,8 +19,10 @@ from kagglekit.engine.distributed import local_device
 from kagglekit.io import load_json
 from kagglekit.engine.swa import average_checkpoints, recompute_batchnorm
 from kagglekit.metrics.classification import multiclass_report, multilabel_report
-from kagglekit.oof import Manifest, PredictionWriter
+from kagglekit.experiment.contract import MetricSpec
+from kagglekit.oof import Manifest, PredictionWriter, read_predictions
 from kagglekit.tasks.multilabel import data as D
+from kagglekit.tasks.multilabel import lifecycle as L
 from kagglekit.tasks.multilabel.config import MultiLabelConfig
 from kagglekit.tasks.multilabel.model_wrap import TimmClassifier, load_backbone_weights
 from kagglekit.tasks.multilabel.predictor import PredictorMeta, save_predictor
@@ -81,6 +83,8 @@ class ClassificationEvaluator:
 
 
 class MultiLabelTask:
+    """The multi-label side of :class:`kagglekit.experiment.contract.Task`."""
+
     def __init__(self, cfg: MultiLabelConfig) -> None:
         self.cfg = cfg
         self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
@@ -94,6 +98,16 @@ class MultiLabelTask:
             from kagglekit.demo.doors import generate_doors
             log.info("demo: generating synthetic car-door images into %s", self.root)
             generate_doors(self.root)
+        test_csv = Path(self.cfg.test_csv)
+        if self.cfg.test_csv and test_csv.is_absolute() and not test_csv.exists():
+            from kagglekit.demo.doors import generate_door_test
+            log.info("demo: generating unlabelled test images for %s", test_csv)
+            generate_door_test(test_csv)
+
+    @property
+    def metric(self) -> MetricSpec:
+        """mAP over the sigmoid heads, or macro F1 over the states (softmax kind)."""
+        return MetricSpec("mAP" if self.cfg.kind == "multilabel" else "macro F1", "max", fold_key="score")
 
     def frame(self) -> pd.DataFrame:
         if self._frame is None:
@@ -121,7 +135,7 @@ class MultiLabelTask:
     def dataset(self, ids: Sequence[str], train: bool, augment: bool | None = None) -> Dataset:
         c, frame = self.cfg, self.frame()
         rows = frame.set_index(frame[self.image_column].astype(str)).loc[list(ids)].reset_index(drop=True)
-        transform = D.build_transforms(c.image_size, train if augment is None else augment, c.cam_erase_p, c.hflip, seed=c.seed)
+        transform = D.build_transforms(c.image_size, train if augment is None else augment, c.cam_erase_p, c.hflip_p, seed=c.seed)
         base = D.MultiLabelDataset(rows, self.root, self.attributes, transform=transform)
         if train and c.weighted_sampler:
             base.sample_weights = D.sample_weights(base.targets.astype(np.int64))
@@ -131,21 +145,26 @@ class MultiLabelTask:
             return wrapped
         return base
 
+    def preflight(self, fold: int) -> list[str]:
+        """Every problem with the label CSV and the images it lists (the fold's training and
+        validation images are among them): bad cells, duplicates, missing or undecodable files."""
+        return D.preflight_labels(self.root / self.cfg.labels_csv, self.root, list(self.cfg.attributes) or None)
+
     def fold_datasets(self, fold: int):
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
         return self.dataset(train_ids, True), self.dataset(valid_ids, False)
 
     # ---- model ------------------------------------------------------------------------------
-    def build_model(self) -> torch.nn.Module:
+    def build_model(self, initial_weights: bool = True) -> torch.nn.Module:
         c = self.cfg
         model = TimmClassifier(c.backbone, len(self.labels), c.kind, c.loss, c.focal_gamma, drop_rate=c.drop_rate)
-        if c.pretrained_path:
-            load_backbone_weights(model, c.pretrained_path)
+        if c.pretrained and initial_weights:
+            load_backbone_weights(model, c.pretrained)
         else:
-            log.info("pretrained=False: backbone %s randomly initialised (set pretrained_path=<local file>)", c.backbone)
+            log.info("pretrained=False: backbone %s randomly initialised (set pretrained=<local file>)", c.backbone)
         return model
 
-    def make_evaluator(self) -> ClassificationEvaluator:
+    def make_evaluator(self, valid_ds: Any = None) -> ClassificationEvaluator:
         return ClassificationEvaluator(self.cfg.kind, self.labels)
 
     # ---- fold epilogue: best vs SWA-N, thresholds, predictor files, OOF -------------------------
@@ -170,19 +189,18 @@ class MultiLabelTask:
             return multilabel_report(probs, targets.astype(np.int64), self.labels, thresholds)
         return multiclass_report(probs, targets.astype(np.int64), self.labels)
 
-    def swa_model(self, fold_dir: Path, train_ids: Sequence[str]) -> torch.nn.Module | None:
+    def swa_model(self, fold_dir: Path, train_ids: Sequence[str]) -> tuple[torch.nn.Module | None, list[str]]:
         """Average of the last ``swa_n`` epoch checkpoints, BatchNorm statistics recomputed on the
         (un-augmented) training images — timm's checkpoint averager skips that step."""
         paths_ = sorted((fold_dir / "checkpoints").glob("epoch[0-9][0-9][0-9].pt"))[-self.cfg.swa_n:]
         if self.cfg.swa_n <= 0 or not paths_:
-            return None
+            return None, []
         model = self.build_model()
         model.load_state_dict(average_checkpoints(paths_))
         loader = DataLoader(self.dataset(train_ids, True, augment=False), batch_size=self.cfg.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(self.cfg.seed))
         recompute_batchnorm(model, loader, self.device)
-        self.swa_sources = [p.name for p in paths_]
-        return model
+        return model, [p.name for p in paths_]
 
     def export_predictor(self, model: torch.nn.Module, path: Path, thresholds: Sequence[float]) -> Path:
         c = self.cfg
@@ -195,23 +213,60 @@ class MultiLabelTask:
         return save_predictor(path, {k: v.cpu() for k, v in model.state_dict().items()}, meta, strict_thresholds=False)
 
     def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
+        """Best and SWA-N candidates scored on the fold's images; the last one is final: its OOF
+        (and test) probabilities go to the store, its thresholds and predictor file to the fold."""
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
         valid = self.dataset(valid_ids, False)
         versions: dict[str, dict[str, Any]] = {}
-        final = None
-        for name, candidate in (("best", model), ("swa", self.swa_model(fold_dir, train_ids))):
+        swa, swa_sources = self.swa_model(fold_dir, train_ids)
+        for name, candidate in (("best", model), ("swa", swa)):
             if candidate is None:
                 continue
             probs, targets, ids = self.predict(candidate, valid)
             versions[name] = self.report(probs, targets)
-            thresholds = [versions[name]["per_attr"][a]["thr"] for a in self.labels] if self.cfg.kind == "multilabel" else []
+            thresholds = L.thresholds_of(versions[name], self.labels)
             self.export_predictor(candidate, fold_dir / f"{name}_predictor.pt", thresholds)
-            final = (name, probs, targets, ids)
-        name, probs, targets, ids = final
+            final = (name, candidate, probs, targets, ids)
+        name, candidate, probs, targets, ids = final
         self._write_oof(fold_dir / "oof", fold, probs, targets, ids)
-        self._final = (probs, targets, ids, thresholds)
-        return {"versions": versions, "final": name, "swa_sources": getattr(self, "swa_sources", []),
-                "n_valid": len(ids)}
+        metrics = {"versions": versions, "final": name, "swa_sources": swa_sources, "n_valid": len(ids),
+                   "score": L.score(versions[name], self.cfg.kind), "thresholds": thresholds}
+        self.predict_test(candidate, fold, fold_dir, metrics)
+        return metrics
+
+    def predict_test(self, model: torch.nn.Module, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """Probabilities (N_images, K) of the ``test_csv`` images → ``fold_dir/test`` (False: no test_csv)."""
+        if not self.cfg.test_csv:
+            log.info("test_csv is empty: no test split to predict")
+            return False
+        self._write_test(fold_dir / "test", fold, model)
+        return True
+
+    def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
+        """The final version's predictor file (``best`` or ``swa``): its ``model`` is what predicted."""
+        return fold_dir / f"{fold_metrics['final']}_predictor.pt"
+
+    def test_frame(self) -> pd.DataFrame:
+        """The test images (``test_csv``'s first column), label columns filled as missing."""
+        path = Path(self.cfg.test_csv)
+        path = path if path.is_absolute() else self.root / path
+        if not path.exists():
+            raise FileNotFoundError(f"test_csv {path} not found; list the test images in its first column")
+        frame = pd.read_csv(path, dtype=str).iloc[:, :1].rename(columns=lambda _: self.submission_id_column)
+        return frame.assign(**{a: -1 for a in self.attributes})
+
+    def _write_test(self, directory: Path, fold: int, model: torch.nn.Module) -> None:
+        frame = self.test_frame()
+        transform = D.build_transforms(self.cfg.image_size, False, self.cfg.cam_erase_p, self.cfg.hflip_p, seed=self.cfg.seed)
+        probs, _, ids = self.predict(model, D.MultiLabelDataset(frame, self.root, self.attributes, transform=transform))
+        manifest = Manifest(self.cfg.name, fold, "test", self.labels, 1.0, "float16", list(probs.shape), [])
+        with PredictionWriter(directory, manifest, with_targets=False) as writer:
+            writer.write(ids, probs)
+
+    @property
+    def submission_id_column(self) -> str:
+        self.frame()
+        return self.image_column
 
     def _write_oof(self, directory: Path, fold: int, probs: np.ndarray, targets: np.ndarray, ids: list[str]) -> None:
         manifest = Manifest(self.cfg.name, fold, "oof", self.labels, 1.0, "float16", list(probs.shape), [])
@@ -232,7 +287,10 @@ class MultiLabelTask:
         from kagglekit.tasks.multilabel.report import sample_lines, tile_images, write_fold_report
         plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"),
                      metric_cols=("valid_mAP", "valid_macro_f1", "valid_accuracy"))
-        probs, targets, ids, thresholds = self._final
+        store = read_predictions(fold_dir / "oof")
+        probs, ids, thresholds = np.asarray(store.probs, np.float32), store.ids, metrics.get("thresholds", [])
+        targets = np.asarray(store.targets).astype(np.int64)
+        targets = np.where(targets == 255, -1, targets)
         truth, pred = self._states(probs, targets, thresholds)
         shown_thr = thresholds if self.cfg.kind == "multilabel" else []
         samples = sample_lines(truth, pred, probs, self.labels if self.cfg.kind == "multilabel" else [], shown_thr)
@@ -253,29 +311,47 @@ class MultiLabelTask:
                 log.info("compare_to %s: %s not found, left out of the version table", name, path)
         write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params, others)
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
-        from kagglekit.io import save_json, write_text
-        from kagglekit.oof import read_predictions
-        from kagglekit.tasks.multilabel.report import per_attribute_table
-        dirs = [exp_dir / f"fold{k}" / "oof" for k in range(self.cfg.n_folds)]
-        if not all((d / "manifest.json").exists() for d in dirs):
-            log.info("experiment summary skipped: not every fold of %s is finished", exp_dir)
-            return None
-        stores = [read_predictions(d) for d in dirs]
-        probs = np.concatenate([np.asarray(s.probs, np.float32) for s in stores])
-        targets = np.concatenate([np.asarray(s.targets).astype(np.int64) for s in stores])
-        targets = np.where(targets == 255, -1, targets)
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Every fold's OOF concatenated; thresholds re-tuned on all of it (used by the submission)."""
+        _, probs, targets = L.merged_oof(exp_dir, self.cfg.n_folds)
         report = self.report(probs, targets)
         prior = self.prior_map(targets) if self.cfg.kind == "multilabel" else None
-        summary = {"experiment": self.cfg.name, "oof": report, "label_prior_mAP": prior}
-        save_json(exp_dir / "metrics.json", summary)
+        return {"cv": L.score(report, self.cfg.kind), "oof": report, "label_prior_mAP": prior,
+                "thresholds": L.thresholds_of(report, self.labels)}
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["MultiLabelTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """Σ wᵢ pᵢ (weights normalised) of the members' fold-averaged test probabilities → 0/1 per
+        attribute at ``decisions["thresholds"]`` (or the argmax state) → validated CSV."""
+        return L.write_blended_decisions(self, tasks, member_dirs, weights, decisions["thresholds"], path)
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """Columns id + one 0/1 per attribute (or ``state``); every test image (``test_csv``, or
+        ``reference``'s first column) exactly once."""
+        try:
+            frame = pd.read_csv(path, dtype={self.submission_id_column: str})
+        except (OSError, ValueError) as exc:
+            return [f"{path}: cannot read the CSV ({exc})"]
+        ids = (pd.read_csv(reference, dtype=str).iloc[:, 0] if reference else self.test_frame().iloc[:, 0]).tolist()
+        return L.submission_problems(frame, ids, self.labels, self.cfg.kind, self.submission_id_column)
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+        from kagglekit.io import write_text
+        from kagglekit.tasks.multilabel.report import per_attribute_table
+        report, prior = summary["oof"], summary["label_prior_mAP"]
         head = (f"- **OOF mAP**: **{report['mAP']:.4f}** (label prior: {prior:.4f})\n- **OOF macro F1**: {report['macro_f1']:.4f}"
                 if self.cfg.kind == "multilabel" else
                 f"- **OOF accuracy**: {report['accuracy']:.4f}\n- **OOF macro F1**: {report['macro_f1']:.4f} "
                 f"({report['macro_f1_active']:.4f} over classes with support)")
-        write_text(exp_dir / "report.md", f"# {self.cfg.name} (all folds, OOF)\n\n{head}\n\n"
+        sub = f"\n- **Submission**: `{summary['submission']}`" if summary.get("submission") else ""
+        write_text(exp_dir / "report.md", f"# {self.cfg.name} (all folds, OOF)\n\n{head}{sub}\n\n"
                    + per_attribute_table({"versions": {"oof": report}}) + "\n")
-        return {k: report[k] for k in ("mAP", "macro_f1") if k in report} | {"report": str(exp_dir / "report.md")}
+
+    def blend_objective(self, tasks: Sequence["MultiLabelTask"], member_dirs: Sequence[Path]) -> L.MultiLabelBlend:
+        return L.MultiLabelBlend(tasks, member_dirs)
 
     @staticmethod
     def prior_map(targets: np.ndarray) -> float:

@@ -1,9 +1,16 @@
-"""Configuration of the segmentation task (the exp093 family's knobs, seed 003 defaults)."""
+"""Configuration of the segmentation task (the exp093 family's knobs, seed 003 defaults).
+
+Names shared with the other tasks (see :mod:`kagglekit.config`): ``backbone`` is the SMP encoder
+(old name ``encoder``), ``pretrained`` a local file of its weights (old ``pretrained_path``),
+``hflip_p`` the training flip probability. ``tta_scales`` are *relative* factors of the
+inference size (detection's ``tta_sizes`` are absolute pixel sizes: another meaning, another name).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from kagglekit.config import ExperimentConfig
+from kagglekit.config import ExperimentConfig, MonitorMode
 
 SEED_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
 WIDE_TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)  # includes the seed's 0.7..1.0
@@ -14,9 +21,9 @@ class SegmentationConfig(ExperimentConfig):
     task: str = "segmentation"
     comp: str = "nyuv2"
     num_classes: int = 13
-    arch: str = "fpn"  # fpn | deeplabv3plus | unet
-    encoder: str = "tu-convnext_base"
-    pretrained_path: str = ""  # local weights file; empty = random init (logged)
+    arch: Literal["fpn", "deeplabv3plus", "unet"] = "fpn"
+    backbone: str = "tu-convnext_base"  # SMP encoder name
+    pretrained: str = ""  # local encoder weights file; empty = random init (logged)
     use_depth_input: bool = False  # RGB + inverse depth as a 4th channel (exp093_5)
     depth_aux: bool = True  # depth head trained with depth_loss_weight · L1
     depth_loss_weight: float = 0.1
@@ -28,21 +35,21 @@ class SegmentationConfig(ExperimentConfig):
     crop_w: int = 768
     scale_min: float = -0.25
     scale_max: float = 0.25
-    hflip_p: float = 0.5
+    hflip_p: float = 0.5  # training horizontal-flip probability
     infer_h: int = 720
     infer_w: int = 960
     valid_batch_size: int = 4
-    tta_scales: tuple[float, ...] = SEED_TTA_SCALES
+    tta_scales: tuple[float, ...] = SEED_TTA_SCALES  # relative to (infer_h, infer_w)
     tta_flip: bool = True
-    tta_average: str = "prob"  # prob | logit
+    tta_average: Literal["prob", "logit"] = "prob"
     temperatures: tuple[float, ...] = WIDE_TEMPERATURES
     oof_scale: float = 0.5
-    oof_dtype: str = "uint8"  # uint8 | float16
+    oof_dtype: Literal["uint8", "float16"] = "uint8"
     predict_test: bool = True
     demo_train: int = 60
     demo_test: int = 16
     monitor: str = "valid_miou"
-    monitor_mode: str = "max"
+    monitor_mode: MonitorMode = "max"
 
     def demo(self) -> "SegmentationConfig":
         """A small ResNet-18 encoder (random init; BatchNorm nets learn fastest from scratch on CPU —
@@ -51,7 +58,7 @@ class SegmentationConfig(ExperimentConfig):
         everything else (loss, heads, EMA, TTA, temperature search, OOF) as configured."""
         return replace(
             self, data_dir="input/nyuv2_demo", output_dir="output/demo", submissions_dir="submissions/demo",
-            encoder="tu-resnet18", pretrained_path="", input_h=96, input_w=128, crop_h=96, crop_w=128,
+            backbone="tu-resnet18", pretrained="", input_h=96, input_w=128, crop_h=96, crop_w=128,
             scale_min=-0.1, scale_max=0.25, infer_h=96, infer_w=128, epochs=14, batch_size=8, lr=4e-3,
             warmup_epochs=1.0, ema_decay=0.9, valid_batch_size=8, num_workers=0,
             tta_scales=tuple(s for s in self.tta_scales if 0.75 <= s <= 1.25) or (1.0,),

@@ -273,3 +273,60 @@ def check_dataset(root: str | Path, split: str = "train", with_labels: bool | No
         raise DataError(f"{root}: {len(missing)} file(s) listed by {split}.csv are missing:\n  {shown}\n"
                         f"Fix: {_FIX_HINT}")
     return ids
+
+
+# ------------------------------------------------------------------------------------------------
+# Pre-flight
+# ------------------------------------------------------------------------------------------------
+
+_MODES = {"image": (("RGB",), "8-bit RGB"), "depth": (("I;16", "I;16B", "I;16L"), "16-bit greyscale in millimetres")}
+
+
+def _frame_problems(root: Path, split: str, frame_id: str, num_classes: int, with_labels: bool) -> list[str]:
+    """Problems of one frame's files: image and depth headers (exists, decodes, mode), the label
+    fully decoded (values in 0..num_classes via :func:`read_label`), and equal sizes."""
+    from kagglekit.preflight import IMAGE_ERRORS, image_header
+    problems, sizes = [], {}
+    for kind in ("image", "depth", "label") if with_labels else ("image", "depth"):
+        path = root / split / kind / f"{frame_id}.png"
+        if not path.is_file():
+            problems.append(f"{path}: {kind} file not found; {_FIX_HINT}")
+            continue
+        try:
+            if kind == "label":
+                sizes[kind] = read_label(path, num_classes).shape
+                continue
+            (w, h), mode = image_header(path)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        except IMAGE_ERRORS as exc:
+            problems.append(f"{path}: cannot decode {kind} PNG ({type(exc).__name__}: {exc}); the file is corrupt "
+                            f"or truncated, {_FIX_HINT}")
+            continue
+        modes, wanted = _MODES[kind]
+        if mode not in modes:
+            problems.append(f"{path}: {kind} must be {wanted}, got PIL mode {mode!r}; {_FIX_HINT}")
+            continue
+        sizes[kind] = (h, w)
+    if len(set(sizes.values())) > 1:
+        problems.append(f"{root / split}/*/{frame_id}.png: image, depth and label sizes differ {sizes}; {_FIX_HINT}")
+    return problems
+
+
+def preflight_split(root: str | Path, split: str, num_classes: int = NUM_CLASSES, with_labels: bool = True) -> list[str]:
+    """Every problem of the files ``<root>/<split>.csv`` lists (empty: all readable): the csv
+    itself, then per id image/depth (header: exists, decodes, mode), label (values in
+    0..num_classes) and matching sizes. Fast: image and depth pixels are not decoded."""
+    from kagglekit.preflight import parallel_map
+    root = Path(root)
+    try:
+        ids = read_ids(root / f"{split}.csv")
+    except DataError as exc:
+        return [str(exc)]
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return [f"{root / f'{split}.csv'}: cannot parse the split file ({exc}); {_FIX_HINT}"]
+    if not ids:
+        return [f"{root / f'{split}.csv'}: lists no ids; {_FIX_HINT}"]
+    per_frame = parallel_map(lambda i: _frame_problems(root, split, i, num_classes, with_labels), ids)
+    return [p for problems in per_frame for p in problems]

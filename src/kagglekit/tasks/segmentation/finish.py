@@ -1,20 +1,22 @@
-"""Experiment epilogue: fold metrics summed into experiment OOF metrics, the merged OOF (in
-folds.csv order, for ensembling), the fold-averaged test submission, and the experiment report."""
+"""Segmentation's side of the experiment lifecycle: fold confusions summed into the experiment's
+OOF mIoU (temperature re-chosen on the sum), the fold-averaged test submission, the report, and
+the ensemble objective (SLSQP/greedy on the blended OOF probabilities)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kagglekit import paths
 from kagglekit.calibrate import best_temperature, temperature_table
-from kagglekit.io import load_json, save_json
-from kagglekit.oof import OOFError, iter_test_mean, merged_oof
+from kagglekit.ensemble import SegmentationBlendObjective
+from kagglekit.oof import OOFError, StoredPredictions, iter_test_mean, merged_oof, read_predictions
 from kagglekit.submission import nyuv2 as nyu
-from kagglekit.submission.validate import write_submission
+from kagglekit.submission.rle import SubmissionError
+from kagglekit.submission.validate import validate, write_submission
 
 
 def upsampled_labels(chunks: Iterable[tuple[list[str], np.ndarray]], orig_hw: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
@@ -35,33 +37,110 @@ def write_segmentation_submission(chunks: Iterable[tuple[list[str], np.ndarray]]
     return write_submission(frame, out_path, sample_csv, image_shape=tuple(orig_hw), overwrite=True)
 
 
-def load_fold_metrics(exp_dir: Path, n_folds: int) -> list[dict[str, Any]]:
-    missing = [k for k in range(n_folds) if not (exp_dir / f"fold{k}" / "metrics.json").exists()]
-    if missing:
-        raise OOFError(f"{exp_dir}: folds {missing} not finished yet")
-    return [load_json(exp_dir / f"fold{k}" / "metrics.json") for k in range(n_folds)]
+def validation_problems(path: Path, sample_csv: Path, image_shape: tuple[int, int]) -> list[str]:
+    """Every problem of submission ``path`` against ``sample_csv`` (empty: valid)."""
+    try:
+        validate(path, sample_csv, image_shape=tuple(image_shape))
+    except SubmissionError as exc:
+        return list(exc.problems) or [str(exc)]
+    return []
 
 
-def finish_experiment(task, exp_dir: Path) -> dict[str, Any]:
-    from kagglekit.tasks.segmentation.report import write_experiment_report
+def score_experiment(task: Any, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Confusions of all folds summed per temperature → best T → OOF mIoU; merged OOF written."""
     cfg = task.cfg
-    folds = load_fold_metrics(exp_dir, cfg.n_folds)
-    temps = folds[0]["confusion_by_temperature"].keys()
-    summed = {float(t): sum(np.asarray(f["confusion_by_temperature"][t], dtype=np.int64) for f in folds) for t in temps}
+    temps = fold_metrics[0]["confusion_by_temperature"].keys()
+    summed = {float(t): sum(np.asarray(f["confusion_by_temperature"][t], dtype=np.int64) for f in fold_metrics)
+              for t in temps}
     table = temperature_table(summed)
     best_t, _ = best_temperature(table)
     summary = task._confusion_metrics(summed[best_t], table, best_t)
-    order = task.folds()["id"].astype(str).tolist()
-    merged = merged_oof(exp_dir, order, cfg.n_folds)
-    summary.update({"experiment": cfg.name, "n_folds": cfg.n_folds, "oof_path": str(merged.probs.filename),
-                    "fold_miou": [f["oof_miou"] for f in folds]})
-    if cfg.predict_test:
-        out = Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
-        write_segmentation_submission(iter_test_mean(exp_dir, cfg.n_folds), tuple(merged.manifest.orig_hw),
-                                      task.root / "sample_submission.csv", out)
-        summary["submission"] = str(out)
-    save_json(exp_dir / "metrics.json", summary)
-    rows = [{"Fold": f["fold"], "Best Epoch": f["best_epoch"], "OOF mIoU": f["oof_miou"], "Best T": f"{f['best_temperature']:g}",
-             "Pixel Acc": f["oof_pixel_acc"]} for f in folds]
-    write_experiment_report(cfg, exp_dir, summary, rows, summed[best_t])
-    return {k: summary[k] for k in ("oof_miou", "chance_miou", "best_temperature")} | {"report": str(exp_dir / "report.md")}
+    merged = merged_oof(exp_dir, task.folds()["id"].astype(str).tolist(), cfg.n_folds)
+    return {"cv": summary["oof_miou"], **summary, "oof_path": str(merged.probs.filename),
+            "fold_miou": [f["oof_miou"] for f in fold_metrics], "confusion": summed[best_t].tolist()}
+
+
+def test_image_shape(exp_dir: Path) -> tuple[int, int]:
+    """(H, W) the test predictions are written back to (from fold 0's test manifest)."""
+    return tuple(read_predictions(exp_dir / "fold0" / "test").manifest.orig_hw)
+
+
+def has_test(exp_dir: Path, n_folds: int) -> bool:
+    return all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(n_folds))
+
+
+def write_blended_submission(task: Any, tasks: Sequence[Any], member_dirs: Sequence[Path], weights: Any,
+                             path: Path) -> Path | None:
+    """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk → the validated NYUv2
+    submission (None when a member has no test predictions)."""
+    if not all(has_test(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)):
+        return None
+    iterators = [iter_test_mean(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
+    chunks = (blend_chunks(parts, weights) for parts in zip(*iterators))
+    return write_segmentation_submission(chunks, test_image_shape(member_dirs[0]), task.root / "sample_submission.csv", path)
+
+
+def report_experiment(task: Any, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+    from kagglekit.tasks.segmentation.report import write_experiment_report
+    rows = [{"Fold": f["fold"], "Best Epoch": f["best_epoch"], "OOF mIoU": f["oof_miou"],
+             "Best T": f"{f['best_temperature']:g}", "Pixel Acc": f["oof_pixel_acc"]} for f in fold_metrics]
+    write_experiment_report(task.cfg, exp_dir, summary, rows, np.asarray(summary["confusion"], dtype=np.int64))
+
+
+def check_aligned(names: Sequence[str], stores: Sequence[StoredPredictions]) -> None:
+    first = stores[0]
+    for name, store in zip(names[1:], stores[1:]):
+        if store.ids != first.ids:
+            raise OOFError(f"OOF ids of {name} differ from {names[0]} (different folds.csv or missing rows); "
+                           "members must be trained on the same input/<comp>/folds.csv")
+        if store.probs.shape != first.probs.shape:
+            raise OOFError(f"OOF shape of {name} {store.probs.shape} differs from {names[0]} {first.probs.shape}; "
+                           "use the same oof_scale and classes")
+
+
+@dataclass
+class SegmentationBlend:
+    """Weights → OOF mIoU of argmax Σ wᵢ pᵢ (search on a fixed pixel subsample, final score on
+    every OOF pixel); the blended fold-averaged test probabilities → the NYUv2 submission."""
+
+    tasks: Sequence[Any]
+    member_dirs: Sequence[Path]
+    max_pixels_per_image: int | None = 4096
+    seed: int = 0
+    search: SegmentationBlendObjective = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.tasks[0].cfg
+        order = self.tasks[0].folds()["id"].astype(str).tolist()
+        stores = [merged_oof(d, order, t.cfg.n_folds) for d, t in zip(self.member_dirs, self.tasks)]
+        check_aligned([t.cfg.name for t in self.tasks], stores)
+        if stores[0].targets is None:
+            raise OOFError(f"{self.member_dirs[0]}: OOF targets missing; re-run the member's folds")
+        self.search = SegmentationBlendObjective([s.probs for s in stores], stores[0].targets, cfg.num_classes,
+                                                 ignore_index=255, max_pixels_per_image=self.max_pixels_per_image,
+                                                 seed=self.seed)
+
+    @property
+    def n_evals(self) -> int:
+        return self.search.n_evals
+
+    def __call__(self, weights: np.ndarray) -> float:
+        return self.search(weights)
+
+    def full_score(self, weights: np.ndarray) -> float:
+        return self.search.full_score(weights)
+
+    def extras(self, weights: np.ndarray, out: Path | None = None) -> dict[str, Any]:
+        from kagglekit.tasks.segmentation.task import majority_class_miou
+        return {"chance_miou": majority_class_miou(self.search.confusion(weights))}
+
+    def write_submission(self, weights: np.ndarray, path: Path) -> Path | None:
+        return self.tasks[0].write_blend_submission(self.tasks, self.member_dirs, weights, {}, path)
+
+
+def blend_chunks(parts: Sequence[tuple[list[str], np.ndarray]], weights: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """One chunk of every member's fold-mean test probabilities → (ids, Σ wᵢ pᵢ)."""
+    ids = parts[0][0]
+    if any(p[0] != ids for p in parts[1:]):
+        raise OOFError("members' test predictions list different ids; re-run their test predictions")
+    return ids, sum(w * p[1] for w, p in zip(weights, parts))

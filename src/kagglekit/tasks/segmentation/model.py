@@ -29,11 +29,11 @@ class LossSpec:
     depth_weight: float = 0.1
 
 
-def build_network(arch: str, encoder: str, in_channels: int, num_classes: int) -> nn.Module:
+def build_network(arch: str, backbone: str, in_channels: int, num_classes: int) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r} unknown; use one of {sorted(ARCHS)}")
     # encoder_weights=None: nothing is ever downloaded; weights come from load_encoder_weights.
-    return ARCHS[arch](encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes)
+    return ARCHS[arch](encoder_name=backbone, encoder_weights=None, in_channels=in_channels, classes=num_classes)
 
 
 class SegmentationModel(nn.Module):
@@ -69,7 +69,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """safetensors or a ``weights_only`` torch file (a bare state dict or one under 'state_dict'/'model')."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"pretrained_path {path} does not exist; give a local weights file or pretrained_path=''")
+        raise FileNotFoundError(f"pretrained {path} does not exist; give a local weights file or pretrained=''")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
@@ -103,17 +103,17 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
         if value.shape == target[key].shape:
             loaded[key] = value
     if not loaded:
-        raise ValueError(f"pretrained_path {path}: no tensor matches the encoder's keys; is it the right architecture?")
+        raise ValueError(f"pretrained {path}: no tensor matches the encoder's keys; is it the right architecture?")
     encoder.load_state_dict(loaded, strict=False)
     log.info("pretrained: loaded %d/%d encoder tensors from %s", len(loaded), len(target), path)
     return len(loaded)
 
 
-def build_segmentation_model(arch: str, encoder: str, in_channels: int, num_classes: int, loss: LossSpec,
-                             depth_head: bool, pretrained_path: str = "") -> SegmentationModel:
-    model = SegmentationModel(build_network(arch, encoder, in_channels, num_classes), loss, depth_head)
-    if pretrained_path:
-        load_encoder_weights(model.net.encoder, pretrained_path)
+def build_segmentation_model(arch: str, backbone: str, in_channels: int, num_classes: int, loss: LossSpec,
+                             depth_head: bool, pretrained: str = "") -> SegmentationModel:
+    model = SegmentationModel(build_network(arch, backbone, in_channels, num_classes), loss, depth_head)
+    if pretrained:
+        load_encoder_weights(model.net.encoder, pretrained)
     else:
-        log.info("pretrained=False: encoder %s randomly initialised (set pretrained_path=<local file> to load weights)", encoder)
+        log.info("pretrained=False: encoder %s randomly initialised (set pretrained=<local file> to load weights)", backbone)
     return model

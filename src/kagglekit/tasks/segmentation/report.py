@@ -23,8 +23,8 @@ def configuration_lines(cfg: SegmentationConfig) -> dict[str, Any]:
     weighted = {i: w for i, w in enumerate(cfg.class_weights) if w != 1.0}
     items = {
         "Script": f"`exp/{cfg.name}.py`",
-        "Model Architecture": f"{ARCH_NAMES.get(cfg.arch, cfg.arch)} with {cfg.encoder} encoder "
-                              f"({'pretrained: ' + cfg.pretrained_path if cfg.pretrained_path else 'random init, pretrained=False'})",
+        "Model Architecture": f"{ARCH_NAMES.get(cfg.arch, cfg.arch)} with {cfg.backbone} encoder "
+                              f"({'pretrained: ' + cfg.pretrained if cfg.pretrained else 'random init, pretrained=False'})",
         "Input Channels": "4 (RGB + Inverse Depth)" if cfg.use_depth_input else "3 (RGB)",
         "Input Size": f"{cfg.input_h} (H) x {cfg.input_w} (W)",
         "Crop Size": f"{cfg.crop_h} x {cfg.crop_w}",

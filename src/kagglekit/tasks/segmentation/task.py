@@ -17,8 +17,10 @@ from kagglekit.cv import fold_ids, get_or_make_folds
 from kagglekit.engine.distributed import local_device
 from kagglekit.engine.fit import amp_dtype
 from kagglekit.metrics.segmentation import ConfusionMatrix, iou_from_confusion
-from kagglekit.oof import Manifest, OOFError, PredictionWriter
+from kagglekit.experiment.contract import MetricSpec
+from kagglekit.oof import Manifest, PredictionWriter
 from kagglekit.tasks.segmentation import data as D
+from kagglekit.tasks.segmentation import finish
 from kagglekit.tasks.segmentation import predict as P
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 from kagglekit.tasks.segmentation.model import LossSpec, build_segmentation_model
@@ -51,6 +53,10 @@ class SegmentationEvaluator:
 
 
 class SegmentationTask:
+    """The segmentation side of :class:`kagglekit.experiment.contract.Task`."""
+
+    metric = MetricSpec("mIoU", "max", fold_key="oof_miou")
+
     def __init__(self, cfg: SegmentationConfig) -> None:
         self.cfg = cfg
         self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
@@ -82,20 +88,28 @@ class SegmentationTask:
         return D.NYUv2Dataset(self.root, list(ids), split=split, transform=transform,
                               use_depth_input=c.use_depth_input, with_labels=with_labels)
 
+    def preflight(self, fold: int) -> list[str]:
+        """Every problem with the files fold ``fold`` reads: all of train.csv (its training and
+        validation frames; labels in 0..num_classes) and, with predict_test, test.csv's frames."""
+        problems = D.preflight_split(self.root, "train", self.cfg.num_classes, with_labels=True)
+        if self.cfg.predict_test:
+            problems += D.preflight_split(self.root, "test", self.cfg.num_classes, with_labels=False)
+        return problems
+
     def fold_datasets(self, fold: int):
         train_ids, valid_ids = fold_ids(self.folds(), fold, "id")
         return self._dataset(train_ids, "train", True), self._dataset(valid_ids, "train", False)
 
     # ---- model ------------------------------------------------------------------------------
-    def build_model(self) -> torch.nn.Module:
+    def build_model(self, initial_weights: bool = True) -> torch.nn.Module:
         c = self.cfg
         if c.class_weights and len(c.class_weights) != c.num_classes:
             raise ValueError(f"class_weights has {len(c.class_weights)} values; need {c.num_classes} (one per class)")
         loss = LossSpec(D.IGNORE_INDEX, tuple(c.class_weights) or None, c.boundary_weight, c.depth_loss_weight)
-        return build_segmentation_model(c.arch, c.encoder, 4 if c.use_depth_input else 3, c.num_classes, loss,
-                                        c.depth_aux, c.pretrained_path)
+        return build_segmentation_model(c.arch, c.backbone, 4 if c.use_depth_input else 3, c.num_classes, loss,
+                                        c.depth_aux, c.pretrained if initial_weights else "")
 
-    def make_evaluator(self) -> SegmentationEvaluator:
+    def make_evaluator(self, valid_ds: Any = None) -> SegmentationEvaluator:
         return SegmentationEvaluator(self.cfg.num_classes)
 
     # ---- fold epilogue: TTA, temperature, OOF, test -------------------------------------------
@@ -148,8 +162,8 @@ class SegmentationTask:
         P.keep_best_candidate(candidates, best_t, "miou", best_miou)
         metrics = self._confusion_metrics(confusions[best_t].matrix, table, best_t)
         metrics["confusion_by_temperature"] = {f"{t:g}": cm.matrix.tolist() for t, cm in confusions.items()}
-        if self.cfg.predict_test:
-            self._predict_test(forward, fold, fold_dir, best_t)
+        if self.cfg.predict_test and not self.predict_test(model, fold, fold_dir, metrics):
+            self._ids("test")  # raises: predict_test=true needs test.csv
         return metrics
 
     def _confusion_metrics(self, matrix: np.ndarray, table: pd.DataFrame, best_t: float) -> dict[str, Any]:
@@ -160,6 +174,17 @@ class SegmentationTask:
                 "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, per_class)},
                 "temperature_table": table.to_dict(orient="records"),
                 "tta_views": [v.name for v in self._tta().views]}
+
+    def predict_test(self, model: torch.nn.Module, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
+        """Test TTA at the fold's OOF-chosen temperature → ``fold_dir/test`` (False: no test.csv)."""
+        if not (self.root / "test.csv").exists():
+            log.info("%s not found: no test split to predict", self.root / "test.csv")
+            return False
+        self._predict_test(self._forward(model), fold, fold_dir, float(fold_metrics["best_temperature"]))
+        return True
+
+    def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
+        return fold_dir / "checkpoints" / "best.pt"
 
     def _predict_test(self, forward, fold: int, fold_dir: Path, temperature: float) -> None:
         ids = self._ids("test")
@@ -174,10 +199,28 @@ class SegmentationTask:
         from kagglekit.tasks.segmentation.report import write_fold_report
         write_fold_report(self.cfg, fold_dir, history, metrics)
 
-    def finish_experiment(self, exp_dir: Path) -> dict[str, Any] | None:
-        from kagglekit.tasks.segmentation.finish import finish_experiment
-        try:
-            return finish_experiment(self, exp_dir)
-        except OOFError as exc:
-            log.info("experiment summary skipped: %s", exc)
-            return None
+    def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return finish.score_experiment(self, exp_dir, fold_metrics)
+
+    def write_submission(self, exp_dir: Path, summary: dict[str, Any], path: Path) -> Path | None:
+        return self.write_blend_submission([self], [exp_dir], [1.0], summary, path)
+
+    def write_blend_submission(self, tasks: Sequence["SegmentationTask"], member_dirs: Sequence[Path], weights: Any,
+                               decisions: dict[str, Any], path: Path) -> Path | None:
+        """argmax of Σ wᵢ · (member i's fold-mean test probabilities) at the test images' size,
+        validated against ``sample_submission.csv``; no decisions read (each fold's temperature
+        was applied when its test store was written)."""
+        return finish.write_blended_submission(self, tasks, member_dirs, weights, path)
+
+    def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
+        """Against ``sample_submission.csv`` (or ``reference``) at the test images' own size."""
+        test_ids = self._ids("test")
+        shape = tuple(int(v) for v in self._dataset(test_ids[:1], "test", False, with_labels=False)[0]["orig_size"])
+        return finish.validation_problems(Path(path), Path(reference or self.root / "sample_submission.csv"), shape)
+
+    def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
+        finish.report_experiment(self, exp_dir, summary, fold_metrics)
+
+    def blend_objective(self, tasks: Sequence["SegmentationTask"], member_dirs: Sequence[Path],
+                        max_pixels_per_image: int | None = 4096, seed: int = 0) -> finish.SegmentationBlend:
+        return finish.SegmentationBlend(tasks, member_dirs, max_pixels_per_image, seed)
