@@ -99,7 +99,7 @@ def run_on_main(fn: Callable[[], T]) -> T:
     if is_main():
         try:
             outcome = (True, fn())
-        except Exception as exc:  # noqa: BLE001 - re-raised below after telling the other ranks
+        except BaseException as exc:  # noqa: BLE001 - also Ctrl-C: re-raised after telling the other ranks
             outcome = (False, _sendable(exc))
             broadcast_object(outcome)
             raise
@@ -120,7 +120,9 @@ def main_first() -> Iterator[None]:
     if is_main():
         try:
             yield
-        except Exception as exc:
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # also Ctrl-C, so no rank waits at the broadcast
             broadcast_object(_sendable(exc))
             raise
         broadcast_object(None)
