@@ -177,9 +177,14 @@ def fold_dir(exp_dir: Path, fold: int) -> Path:
     return Path(exp_dir) / f"fold{fold}"
 
 
+def missing_stores(exp_dir: Path, n_folds: int, kind: str) -> list[int]:
+    """Folds of ``exp_dir`` without a complete ``kind`` ('oof' / 'test') store."""
+    return [k for k in range(n_folds) if not (fold_dir(exp_dir, k) / kind / "manifest.json").exists()]
+
+
 def require_folds(exp_dir: Path, n_folds: int, kind: str) -> list[StoredPredictions]:
     """Every fold's ``kind`` store, or one error naming each missing fold and how to produce it."""
-    missing = [k for k in range(n_folds) if not (fold_dir(exp_dir, k) / kind / "manifest.json").exists()]
+    missing = missing_stores(exp_dir, n_folds, kind)
     if missing:
         name = Path(exp_dir).name
         raise OOFError(f"{exp_dir}: {kind} predictions missing for folds {missing}; run "
@@ -245,3 +250,14 @@ def iter_test_mean(exp_dir: Path, n_folds: int, chunk: int = 16) -> Iterator[tup
         stop = start + chunk
         total = sum(dequantise(np.asarray(s.probs[start:stop])) for s in stores)
         yield ids[start:stop], total / len(stores)
+
+
+def iter_blended_test_mean(member_dirs: Sequence[Path], n_folds: Sequence[int],
+                           weights: Sequence[float] | np.ndarray) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk; members must list the
+    same test ids in the same order."""
+    for parts in zip(*[iter_test_mean(d, n) for d, n in zip(member_dirs, n_folds)]):
+        ids = parts[0][0]
+        if any(p[0] != ids for p in parts[1:]):
+            raise OOFError("members' test predictions list different ids; re-run their test predictions")
+        yield ids, sum(w * p[1] for w, p in zip(weights, parts))

@@ -19,7 +19,7 @@ import torch
 from kagglekit.cv import fold_ids
 from kagglekit.experiment.contract import MetricSpec
 from kagglekit.metrics.mabe import mabe_breakdown, mabe_score
-from kagglekit.oof import Manifest, PredictionWriter, read_predictions
+from kagglekit.oof import Manifest, PredictionWriter, missing_stores, read_predictions
 from kagglekit.tasks.behavior import meta as M
 from kagglekit.tasks.behavior.intervals import intervals_to_submission, probs_to_intervals, smooth_probs, tune_thresholds
 from kagglekit.tasks.behavior.model import LossSpec
@@ -235,7 +235,7 @@ class PairBehaviorTask(BehaviorTask):
                 "per_lab": breakdown.groupby("lab_id")["f1"].mean().to_dict(), "breakdown": breakdown.to_dict(orient="records")}
 
     def has_test(self, exp_dir: Path) -> bool:
-        return all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(self.cfg.n_folds))
+        return not missing_stores(exp_dir, self.cfg.n_folds, "test")
 
     def test_sequences(self) -> list[PairSequence]:
         return self.sequences(self.metadata("test")["video_id"].astype(str).tolist(), "test")

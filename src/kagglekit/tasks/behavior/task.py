@@ -242,13 +242,10 @@ class GroupedBehaviorTask(BehaviorTask):
         """This view has no competition file: one row per test frame with the argmax group of
         Σ wᵢ · (member i's fold-averaged probabilities), validated against the test videos' frame
         counts; no decisions read."""
-        from kagglekit.oof import iter_test_mean
-        if not all((d / f"fold{k}" / "test" / "manifest.json").exists()
-                   for t, d in zip(tasks, member_dirs) for k in range(t.cfg.n_folds)):
+        from kagglekit.oof import iter_blended_test_mean, missing_stores
+        if any(missing_stores(d, t.cfg.n_folds, "test") for t, d in zip(tasks, member_dirs)):
             return None
-        iterators = [iter_test_mean(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
-        chunks = ((parts[0][0], sum(w * p[1] for w, p in zip(weights, parts))) for parts in zip(*iterators))
-        return self.write_frame_groups(chunks, path)
+        return self.write_frame_groups(iter_blended_test_mean(member_dirs, [t.cfg.n_folds for t in tasks], weights), path)
 
     def write_frame_groups(self, chunks: Any, path: Path) -> Path:
         from kagglekit.io import save_csv

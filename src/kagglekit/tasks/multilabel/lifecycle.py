@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kagglekit.io import save_csv
-from kagglekit.oof import OOFError, iter_test_mean, read_predictions
+from kagglekit.oof import OOFError, iter_test_mean, missing_stores, read_predictions
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import id_coverage_problems
 
@@ -44,7 +44,7 @@ def decisions(probs: np.ndarray, labels: Sequence[str], kind: str, thresholds: S
 
 def test_mean(exp_dir: Path, n_folds: int) -> tuple[list[str], np.ndarray] | None:
     """Fold-averaged test probabilities, or None when a fold has no test predictions."""
-    if not all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(n_folds)):
+    if missing_stores(exp_dir, n_folds, "test"):
         return None
     ids, chunks = [], []
     for chunk_ids, probs in iter_test_mean(exp_dir, n_folds):

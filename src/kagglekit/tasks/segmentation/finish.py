@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from kagglekit.calibrate import best_temperature, temperature_table
 from kagglekit.ensemble import SegmentationBlendObjective
-from kagglekit.oof import OOFError, StoredPredictions, iter_test_mean, merged_oof, read_predictions
+from kagglekit.oof import OOFError, StoredPredictions, iter_blended_test_mean, merged_oof, missing_stores, read_predictions
 from kagglekit.submission import nyuv2 as nyu
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import validate, write_submission
@@ -65,18 +65,13 @@ def test_image_shape(exp_dir: Path) -> tuple[int, int]:
     return tuple(read_predictions(exp_dir / "fold0" / "test").manifest.orig_hw)
 
 
-def has_test(exp_dir: Path, n_folds: int) -> bool:
-    return all((exp_dir / f"fold{k}" / "test" / "manifest.json").exists() for k in range(n_folds))
-
-
 def write_blended_submission(task: Any, tasks: Sequence[Any], member_dirs: Sequence[Path], weights: Any,
                              path: Path) -> Path | None:
     """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk → the validated NYUv2
     submission (None when a member has no test predictions)."""
-    if not all(has_test(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)):
+    if any(missing_stores(d, t.cfg.n_folds, "test") for t, d in zip(tasks, member_dirs)):
         return None
-    iterators = [iter_test_mean(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
-    chunks = (blend_chunks(parts, weights) for parts in zip(*iterators))
+    chunks = iter_blended_test_mean(member_dirs, [t.cfg.n_folds for t in tasks], weights)
     return write_segmentation_submission(chunks, test_image_shape(member_dirs[0]), task.root / "sample_submission.csv", path)
 
 
@@ -136,11 +131,3 @@ class SegmentationBlend:
 
     def write_submission(self, weights: np.ndarray, path: Path) -> Path | None:
         return self.tasks[0].write_blend_submission(self.tasks, self.member_dirs, weights, {}, path)
-
-
-def blend_chunks(parts: Sequence[tuple[list[str], np.ndarray]], weights: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """One chunk of every member's fold-mean test probabilities → (ids, Σ wᵢ pᵢ)."""
-    ids = parts[0][0]
-    if any(p[0] != ids for p in parts[1:]):
-        raise OOFError("members' test predictions list different ids; re-run their test predictions")
-    return ids, sum(w * p[1] for w, p in zip(weights, parts))
