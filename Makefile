@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
+# albumentations asks PyPI for a newer version on import; demos and tests never touch the network
+export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: venv demo demo-mabe demo-detection test test-slow bench clean-demo
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kagglekit.blend import EnsembleConfig
-from kagglekit.blend_cli import run
+from kagglekit.ensemble.runner import EnsembleConfig
+from kagglekit.ensemble.cli import run
 
 
 def parse(argv: list[str] | None = None) -> tuple[EnsembleConfig, argparse.Namespace]:

@@ -1,4 +1,4 @@
-"""Benchmark of the ensemble objective (kagglekit.ensemble.blend_argmax_confusion).
+"""Benchmark of the ensemble objective (kagglekit.ensemble.search.blend_argmax_confusion).
 
 1. Speed: one objective evaluation, 3 members x 654 images x 13 classes at 240x320 uint8,
    stored as .npy and opened with ``mmap_mode='r'`` like the OOF store; library vs a naive
@@ -135,7 +135,7 @@ def naive_torch_confusion(members, weights, labels) -> np.ndarray:
 
 def child(kind: str, d: Path, n_members: int, chunk: int) -> dict:
     """Run one evaluation in this (child) process; return timing and memory numbers."""
-    from kagglekit.ensemble import blend_argmax_confusion
+    from kagglekit.ensemble.search import blend_argmax_confusion
 
     members = [np.load(d / f"m{i}.npy", mmap_mode="r") for i in range(n_members)]
     labels = np.load(d / "labels.npy", mmap_mode="r")

@@ -1,7 +1,8 @@
 """door_v20260515: MobileNetV3-L (384 px) with one sigmoid head per attribute, partial-label BCE,
 weighted sampler, cam_erase; per-attribute validation-best F1 thresholds saved with the model;
 SWA of the last 4 epoch checkpoints with BatchNorm recalibration (seed 000: AdamW 3e-4 / wd 0.01,
-batch 64, 20 epochs). Data: a folder with labels.csv + images (``--set data_dir=...``)."""
+batch 64, 20 epochs). Data: a folder with labels.csv + images (``--set data_dir=...``).
+The seed's ImageNet backbone: ``--set pretrained=mobilenetv3_large_100.ra_in1k`` (timm; or a local file)."""
 from pathlib import Path
 
 from kagglekit.cli import main

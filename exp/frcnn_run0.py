@@ -3,7 +3,8 @@
 25000 iterations of batch 4, train min size 640..800 / test 800 (max 1333), hflip, RoI batch 512,
 score threshold 0.5, 100 detections per image, evaluation + checkpoint every 2500 iterations.
 Data: a YOLO dataset (images/ + labels/ per split, classes.txt) in ``--set data_dir=...``;
-a COCO-detection checkpoint via ``--set init_weights=<local file>``."""
+a COCO-detection checkpoint via ``--set init_weights=COCO_V1`` (torchvision's COCO Faster R-CNN R50-FPN,
+cached under ``TORCH_HOME``; the seed used detectron2's R_50_FPN_3x) or ``--set init_weights=<local .pth>``."""
 from pathlib import Path
 
 from kagglekit.cli import main

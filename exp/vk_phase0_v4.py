@@ -8,6 +8,9 @@ Exit code: PASS 0, MARGINAL 10, FAIL 20.
         --set real_train_json=real100.json --set real_val_json=val.json --set real_test_json=test.json \\
         --set synthetic_json=phase0_v4/annotations/coco.json --set synthetic_mapping=synth24_to_carfusion14 \\
         --set sigmas=<14 values>
+
+Without the v1 checkpoint, ``--set init_weights=COCO_V1`` starts from torchvision's COCO Keypoint R-CNN
+(the keypoint head is re-initialised for K keypoints; cached under ``TORCH_HOME``).
 """
 from pathlib import Path
 

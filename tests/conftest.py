@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-import pytest
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import-time version check is a network call
+
+import pytest  # noqa: E402
 import torch
 
 from kagglekit.paths import shared_data

@@ -13,7 +13,7 @@ import runpy
 import sys
 import time
 
-from kagglekit import runner
+from kagglekit.experiment import runner
 
 _guard = runner.guard_fold_dir
 

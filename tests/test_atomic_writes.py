@@ -42,7 +42,7 @@ import torch
 
 from kagglekit.engine.checkpoint import load_checkpoint, manifest_path, rotate_checkpoint, save_checkpoint
 from kagglekit.io import DiskFullError, load_json, remove_stale_temps, save_csv, save_json, save_npy, write_text
-from kagglekit.oof import Manifest, PredictionWriter, read_predictions
+from kagglekit.store.arrays import Manifest, PredictionWriter, read_predictions
 
 TESTS = Path(__file__).resolve().parent
 

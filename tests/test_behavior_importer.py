@@ -36,8 +36,10 @@ def rat_root() -> Path:
 def imported(rat_root: Path, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("rats")
     dlc, ann = _rat_files(rat_root)
+    # overlap="keep": the raw conversion, compared with videos.csv's per-stream frame counts below
+    # (the default trims S1 bouts under S2 ones: tests/test_behavior_simba.py)
     meta = import_dlc_caltech(dlc, ann, out, "RatLab", fps=30.0, pix_per_cm=10.0,
-                              arena_cm=(60.0, 60.0), streams=RAT_STREAMS)
+                              arena_cm=(60.0, 60.0), streams=RAT_STREAMS, overlap="keep")
     return out, meta
 
 
@@ -138,8 +140,14 @@ def test_small_files_alignment_clipping_and_missing_stream(tmp_path: Path) -> No
     meta = import_dlc_caltech(*files, tmp_path / "out", "Tiny", fps=10, pix_per_cm=5,
                               arena_cm=(40, 30))
     ann = read_annotation(annotation_path(tmp_path / "out", "Tiny", 3))
+    # S2's chase (frame 2) overlaps S1's social [0, 4): the default overlap policy (later stream first)
+    # cuts social around it; [10, 14] is clipped to 11
     assert ann[["action", "start_frame", "stop_frame"]].values.tolist() == [
-        ["social", 0, 4], ["chase", 2, 3], ["social", 9, 11]]   # 1 -> 0; [10, 14] clipped to 11
+        ["social", 0, 2], ["chase", 2, 3], ["social", 3, 4], ["social", 9, 11]]
+    import_dlc_caltech(*files, tmp_path / "keep", "Tiny", fps=10, pix_per_cm=5, arena_cm=(40, 30), overlap="keep")
+    ann = read_annotation(annotation_path(tmp_path / "keep", "Tiny", 3))
+    assert ann[["action", "start_frame", "stop_frame"]].values.tolist() == [
+        ["social", 0, 4], ["chase", 2, 3], ["social", 9, 11]]   # as written: 1 -> 0
     behaviors = {v: set(json.loads(b)) for v, b in zip(meta["video_id"], meta["behaviors_labeled"])}
     assert behaviors == {3: {"mouse1,mouse2,social", "mouse1,mouse2,chase"},
                          5: {"mouse1,mouse2,social"}}   # inferred vocab; video 5 has no S2

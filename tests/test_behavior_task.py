@@ -11,7 +11,7 @@ import pytest
 
 from conftest import require_shared
 from kagglekit.cli import main
-from kagglekit.oof import read_predictions
+from kagglekit.store.arrays import read_predictions
 from kagglekit.tasks.behavior.config import BehaviorConfig
 from kagglekit.tasks.behavior.task import seed_metrics
 
@@ -131,7 +131,7 @@ def test_pairs_view_scores_oof_and_writes_a_valid_submission(tmp_path, monkeypat
 
 
 def test_pairs_ensemble_blends_on_the_official_score(tmp_path, monkeypatch):
-    from kagglekit.blend import EnsembleConfig, run_ensemble
+    from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
     from kagglekit.submission.mabe import validate_mabe
     from kagglekit.tasks.behavior.meta import load_metadata
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from conftest import sets
-from kagglekit.blend import EnsembleConfig, run_ensemble
+from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
 from kagglekit.cli import main as exp_main
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 from kagglekit.workflow import bundle as B

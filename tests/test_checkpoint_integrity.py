@@ -234,7 +234,8 @@ def test_resource_fault_stops_cleanly_and_keeps_every_file(tmp_path, fault):
 
 
 def test_cli_reports_out_of_memory_as_one_error_line(tmp_path, monkeypatch, capsys):
-    from kagglekit import cli, runner
+    from kagglekit import cli
+    from kagglekit.experiment import runner
     from kagglekit.tasks.segmentation.config import SegmentationConfig
 
     def run_fold(cfg, fold, resume=False, overwrite=False):

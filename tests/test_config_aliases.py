@@ -15,7 +15,7 @@ from kagglekit.config import (RENAMED_KEYS, ConfigError, apply_overrides, config
                               save_config, to_dict)
 from kagglekit.engine.settings import FitSettings
 from kagglekit.io import load_json
-from kagglekit.runner import claim_fold_dir
+from kagglekit.experiment.runner import claim_fold_dir
 from kagglekit.tasks.behavior.config import BehaviorConfig
 from kagglekit.tasks.detection.config import DetectionConfig
 from kagglekit.tasks.keypoints.config import KeypointConfig

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from kagglekit.blend import EnsembleConfig, run_ensemble
+from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
 from kagglekit.config import save_config
 from kagglekit.io import save_json
 from kagglekit.tasks.detection.config import DetectionConfig

@@ -14,6 +14,7 @@ import torch
 
 from conftest import require_shared, sets
 from kagglekit.cli import main
+from kagglekit.store.records import read_records
 from kagglekit.tasks.detection.config import RUN1_ANCHORS, DetectionConfig, scaled_sizes
 from kagglekit.tasks.detection.data import repeat_factors
 from kagglekit.tasks.detection.model import (DetectionModel, DetectorSpec, build_detector, load_local_weights,
@@ -72,9 +73,11 @@ def test_shapes_yolo_demo_kfold_oof_covers_train(in_tmp, monkeypatch):
     assert (in_tmp / "output/demo/frcnn_k/evaluation/test/coco_instances_results.json").exists()
     seen = []
     for k in range(2):
-        oof = json.loads((in_tmp / f"output/demo/frcnn_k/fold{k}/oof/detections.json").read_text())
+        oof, manifest = read_records(in_tmp / f"output/demo/frcnn_k/fold{k}/oof", "bbox", require_manifest=True)
         ids = {r["image_id"] for r in oof}
         assert ids <= set(folds.loc[folds["fold"] == k, "id"])  # only its own validation images
+        assert sorted(manifest.image_ids) == sorted(folds.loc[folds["fold"] == k, "id"])  # every one predicted
+        assert (manifest.experiment, manifest.fold, manifest.kind, manifest.n_records) == ("frcnn_k", k, "oof", len(oof))
         seen.append(ids)
     assert not seen[0] & seen[1]
 

@@ -1,4 +1,4 @@
-"""Tests for kagglekit.ensemble: blended-argmax confusion, objective, weight searches."""
+"""Tests for kagglekit.ensemble.search: blended-argmax confusion, objective, weight searches."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import softmax
 
-from kagglekit.ensemble import (
+from kagglekit.ensemble.search import (
     SearchResult,
     SegmentationBlendObjective,
     blend_argmax_confusion,

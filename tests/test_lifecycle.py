@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from conftest import sets
-from kagglekit import cli, runner
+from kagglekit import cli
+from kagglekit.experiment import runner
 from kagglekit.config import ConfigError, ExperimentConfig
 from kagglekit.engine.checkpoint import load_checkpoint
 from kagglekit.engine.fit import FitSettings, fit

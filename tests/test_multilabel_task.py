@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import require_shared
 from kagglekit.cli import main
-from kagglekit.oof import read_predictions
+from kagglekit.store.arrays import read_predictions
 from kagglekit.tasks.multilabel.config import MultiLabelConfig
 from kagglekit.tasks.multilabel.predictor import Predictor
 from kagglekit.tasks.multilabel.task import MultiLabelTask, parse_states

@@ -56,8 +56,8 @@ def test_ensemble_waits_for_members_then_gives_up(tmp_path):
     import threading
     import time
 
-    from kagglekit.blend import wait_for_members
-    from kagglekit.oof import OOFError
+    from kagglekit.ensemble.runner import wait_for_members
+    from kagglekit.store.arrays import OOFError
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.json").write_text("{}")
     threading.Timer(0.3, lambda: ((tmp_path / "b").mkdir(), (tmp_path / "b" / "metrics.json").write_text("{}"))).start()
@@ -114,7 +114,7 @@ def test_ensemble_wait_lets_a_running_epilogue_finish(tmp_path):
     import threading
     import time
 
-    from kagglekit.blend import wait_for_members
+    from kagglekit.ensemble.runner import wait_for_members
     from kagglekit.io import file_lock
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.json").write_text("{}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kagglekit.oof import Manifest, OOFError, PredictionWriter, dequantise, iter_test_mean, merged_oof, quantise, read_predictions
+from kagglekit.store.arrays import Manifest, OOFError, PredictionWriter, dequantise, iter_test_mean, merged_oof, quantise, read_predictions
 
 
 def manifest(fold: int, n: int, kind: str = "oof") -> Manifest:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kagglekit.blend import EnsembleConfig, run_ensemble
+from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
 from kagglekit.cli import main
-from kagglekit.oof import OOFError
+from kagglekit.store.arrays import OOFError
 from kagglekit.submission import validate
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 

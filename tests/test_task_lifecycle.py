@@ -19,7 +19,7 @@ import pytest
 
 from conftest import sets
 from kagglekit.__main__ import main as kagglekit
-from kagglekit.blend import EnsembleConfig, run_ensemble
+from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
 from kagglekit.cli import main as run_experiment
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "kagglekit"
@@ -146,7 +146,8 @@ def test_detection_epilogue_waits_for_every_fold(in_tmp, monkeypatch):
     folds = [json.loads((exp / f"fold{k}/metrics.json").read_text()) for k in range(3)]
     ids = sorted(im["id"] for k in range(3) for im in task.fold_split(k)[2]["images"])
     assert sorted(im["id"] for im in task.coco("train")["images"]) == ids  # OOF covers every train image once
-    oof = [r for k in range(3) for r in json.loads((exp / f"fold{k}/oof/detections.json").read_text())]
+    from kagglekit.store.records import read_records
+    oof = [r for k in range(3) for r in read_records(exp / f"fold{k}/oof", "bbox", require_manifest=True)[0]]
     from kagglekit.metrics.detection import coco_bbox_eval
     expected = 100 * coco_bbox_eval(select_images(task.coco("train"), ids), oof)["AP"]
     assert summary["cv"] == pytest.approx(expected, abs=1e-6)

@@ -18,14 +18,14 @@ import pytest
 from kagglekit.config import ExperimentConfig
 from kagglekit.cv import load_folds, write_folds
 from kagglekit.io import atomic_open, file_lock, save_json
-from kagglekit.runner import claim_fold_dir
+from kagglekit.experiment.runner import claim_fold_dir
 
 CTX = mp.get_context("spawn")
 N_PROCS = 4
 
 
 def _claim(fold_dir: str, start: float, queue) -> None:
-    from kagglekit import runner
+    from kagglekit.experiment import runner
     save_config = runner.save_config
 
     def slow_save(*args, **kwargs):  # every process checks before any writes: the race, every time

@@ -63,6 +63,13 @@ def _add_validate_submit(sub: Any) -> None:
     p.add_argument("-m", "--message", required=True)
     _submission_source(p)
     p.add_argument("--dry-run", action="store_true", help="print the kaggle command line, send nothing")
+    p = sub.add_parser("score", help="score a submission against held-out labels with the experiment's metric")
+    p.add_argument("submission", metavar="SUBMISSION")
+    p.add_argument("--exp", required=True, help="experiment or ensemble name: its task's format and metric")
+    p.add_argument("--solution", required=True,
+                   help="held-out labels (segmentation: mask folder or RLE CSV; behaviour: MABe solution CSV or "
+                        "data folder; multilabel: labels CSV; detection / keypoints: COCO JSON)")
+    p.add_argument("--output", help="output root holding the experiment (default: output/)")
     p = sub.add_parser("finish", help="re-run only the experiment epilogue (all folds done): CV, submission, report")
     p.add_argument("experiment", metavar="EXP")
     p.add_argument("--output", help="output root holding EXP (default: output/)")

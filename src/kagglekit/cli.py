@@ -86,7 +86,7 @@ def main(cfg: ExperimentConfig, argv: Sequence[str] | None = None) -> int:
     step S; continue with <command> --resume`` line (exit 130 / 143), the last checkpoint intact."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     torch.set_flush_denormal(True)  # random-init nets run ~20x slower on CPU with denormals
-    from kagglekit import runner
+    from kagglekit.experiment import runner
     from kagglekit.engine.checkpoint import CheckpointError
     from kagglekit.engine.stop import sigterm_as_interrupt
     from kagglekit.io import DiskFullError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -26,6 +25,7 @@ from kagglekit.engine.checkpoint import (CheckpointError, capture_rng, load_chec
                                          rotate_checkpoint, save_checkpoint)
 from kagglekit.engine.data import make_loader
 from kagglekit.engine.ema import ModelEma
+from kagglekit.engine.infer import Inference, to_device
 from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
 from kagglekit.engine.settings import FitSettings
 from kagglekit.engine.stop import StopRequest
@@ -62,29 +62,6 @@ class FitResult:
     stopped_early: bool
 
 
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """AMP belongs to CUDA: fp16 (with GradScaler) or bf16; on CPU always None (bf16 is emulated
-    there and ~5x slower)."""
-    if device.type != "cuda" or amp == "none":
-        return None
-    return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
-
-
-def to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
-    """Tensors moved (4-D float ones to channels_last on request), also inside lists and dicts
-    (detection batches: a list of images and a list of target dicts)."""
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.ndim == 4 and batch.is_floating_point():
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, dict):
-        return {key: to_device(value, device, channels_last) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(value, device, channels_last) for value in batch)
-    return batch
-
-
 def build_schedule(settings: FitSettings, steps_per_epoch: int) -> LrSchedule:
     """Epoch-based runs count warmup/milestones in epochs (converted to steps); iteration-based
     runs (``max_iters > 0``) in optimiser steps, as detectron2's WarmupMultiStepLR does."""
@@ -111,8 +88,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, settings: FitSettings, steps_per_epoch: int) -> None:
         self.s = settings
-        self.device = dist_utils.local_device(settings.device)
-        self.channels_last = settings.channels_last and self.device.type == "cuda"
+        self.inference = Inference.for_device(dist_utils.local_device(settings.device), settings.amp,
+                                              settings.channels_last)
+        self.device, self.channels_last = self.inference.device, self.inference.channels_last
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -121,7 +99,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, settings.optimizer,
                                          momentum=settings.momentum)
         self.schedule = build_schedule(settings, steps_per_epoch)
-        self.dtype = amp_dtype(settings.amp, self.device)
+        self.dtype = self.inference.dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = ModelEma(model, settings.ema_decay, settings.ema_warmup) if settings.ema_decay > 0 else None
         self.step = 0
@@ -138,9 +116,7 @@ class Trainer:
         return self.ema.module if (self.ema is not None and self.s.eval_ema) else self.model
 
     def autocast(self):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return self.inference.autocast()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -209,23 +185,24 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, evaluator: Evaluator, device: torch.device,
-             channels_last: bool, autocast: Callable[[], Any], check: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Run ``model`` over ``loader``; ``valid_loss`` is the mean of the batches' ``loss``.
-    ``check`` runs after every batch (the loop's stop check: raises when a signal arrived)."""
+def evaluate(model: nn.Module, loader, evaluator: Evaluator, inference: Inference,
+             check: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Run ``model`` over ``loader`` on ``inference``'s device / autocast / channels_last;
+    ``valid_loss`` is the mean of the batches' ``loss``. ``check`` runs after every batch (the
+    loop's stop check: raises when a signal arrived)."""
     model.eval()
     total, count = 0.0, 0
     with tqdm(loader, desc="valid", leave=False, disable=not dist_utils.is_main()) as bar:  # closed on errors too
         for i, batch in enumerate(bar):
-            batch = to_device(batch, device, channels_last)
+            batch = inference.to_device(batch)
             reason = None
             try:
-                with autocast():
+                with inference.autocast():
                     out = model(batch)
             except torch.OutOfMemoryError as exc:
                 reason = _oom_text(exc)
             if reason is not None:  # raised outside the except block: no __context__ keeping tensors alive
-                raise OutOfMemory(f"{reason} (on {device}) in validation batch {i + 1} "
+                raise OutOfMemory(f"{reason} (on {inference.device}) in validation batch {i + 1} "
                                   f"(batch_size={getattr(loader, 'batch_size', None)}); lower batch_size, the "
                                   "image/inference size, or the number of TTA views; stopped before writing "
                                   "anything, the last good checkpoint is kept.")
@@ -379,8 +356,7 @@ def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_eval
     t0 = time.perf_counter()
     train_loss = _train_iters(trainer, train_ds, check) if s.max_iters > 0 else _train_epoch(trainer, train_ds, check)
     valid_loader = make_loader(valid_ds, s.batch_size, train=False, seed=s.seed, epoch=0, num_workers=s.num_workers)
-    metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.device,
-                       trainer.channels_last, trainer.autocast, check)
+    metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.inference, check)
     if s.monitor not in metrics:
         raise KeyError(f"monitor {s.monitor!r} not among validation metrics {sorted(metrics)}; set monitor=<one of them>")
     score = metrics[s.monitor]

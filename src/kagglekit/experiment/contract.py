@@ -97,8 +97,9 @@ class Task(Protocol):
         reads): segmentation and behaviour (both views) a ``fold_dir/test`` prediction store
         (segmentation: probabilities (N, C, h, w) at the fold's ``fold_metrics["best_temperature"]``;
         behaviour: per-frame (N_frames, 4) group or (N_frames, A) action probabilities), multilabel a
-        ``fold_dir/test`` store (N_images, K), detection ``fold_dir/evaluation/test/coco_instances_results.json``
-        and keypoints ``fold_dir/evaluation/test/keypoint_results.json`` (COCO results lists).
+        ``fold_dir/test`` store (N_images, K), detection and keypoints a ``fold_dir/evaluation/test``
+        records store (:mod:`kagglekit.store.records`: ``coco_instances_results.json`` /
+        ``keypoint_results.json`` COCO results + ``manifest.json`` listing every predicted image).
         ``fold_metrics``: what ``finalize`` returned for the fold (the decisions it made on OOF).
         False (nothing written, the reason logged) when the data has no test split."""
 
@@ -130,6 +131,14 @@ class Task(Protocol):
     def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
         """Every problem of submission ``path`` against the sample submission / test ids
         (``reference`` overrides the task's own sample file); empty list: valid."""
+
+    def score_submission(self, path: Path, solution: Path) -> dict[str, Any]:
+        """Submission ``path`` (the competition's format, validated first: a problem raises
+        ``SubmissionError`` listing them) scored against held-out labels ``solution`` with the
+        task's metric, as the competition would: ``{self.metric.name: float, **extras}``.
+        ``solution`` per task: segmentation a mask folder or an RLE solution CSV; behaviour pairs
+        the MABe solution CSV or a data folder (``train.csv`` + annotations); behaviour grouped a
+        ``video_id,frame,group`` CSV; multilabel a labels CSV; detection / keypoints a COCO JSON."""
 
     def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None: ...
 

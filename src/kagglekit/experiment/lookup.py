@@ -8,7 +8,7 @@ from typing import Any
 
 from kagglekit.config import ConfigError, from_dict
 from kagglekit.io import load_json
-from kagglekit.oof import OOFError
+from kagglekit.store.arrays import OOFError
 
 
 def saved_config(root: Path, exp: str) -> Any:
@@ -35,5 +35,5 @@ def experiment_config(root: Path, name: str) -> Any:
 
 
 def experiment_task(root: Path, name: str) -> Any:
-    from kagglekit.runner import build_task
+    from kagglekit.experiment.runner import build_task
     return build_task(experiment_config(root, name))

@@ -225,7 +225,7 @@ def read_member_config(exp_dir: Path) -> dict[str, Any]:
 def member_task(config: dict[str, Any], name: str, overrides: Sequence[str] = (), **changes: Any) -> Any:
     """The member's task, built from its saved config (``changes``, then ``--set`` ``overrides`` applied)."""
     from kagglekit.config import ConfigError, apply_overrides, from_dict
-    from kagglekit.runner import build_task
+    from kagglekit.experiment.runner import build_task
     from kagglekit.tasks import CONFIGS
     if config.get("task") not in CONFIGS:
         raise BundleError(f"{name}: task {config.get('task')!r} unknown; use one of {sorted(CONFIGS)}")

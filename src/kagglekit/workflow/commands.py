@@ -8,6 +8,7 @@ Credentials are never printed: messages name where they are looked for, not thei
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -197,11 +198,33 @@ def cmd_validate(args: argparse.Namespace, api: Any = None) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace, api: Any = None) -> int:
+    """The experiment's task validates ``SUBMISSION`` and scores it against ``--solution``, as the
+    competition would; prints the metric (and its extras) as JSON."""
+    from kagglekit.experiment.lookup import experiment_task  # noqa: PLC0415
+    from kagglekit.submission import SubmissionError  # noqa: PLC0415
+    task = experiment_task(Path(args.output) if args.output else output_root(), args.exp)
+    for path, what in ((args.submission, "submission"), (args.solution, "--solution")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        result = task.score_submission(Path(args.submission), Path(args.solution))
+    except SubmissionError as exc:
+        print(f"INVALID: {exc}", file=sys.stderr)
+        return 2
+    name = task.metric.name
+    print(f"{args.submission}: {name} = {result[name]:.6f}")
+    extras = {k: v for k, v in result.items() if k != name and isinstance(v, (int, float, str))}
+    if extras:
+        print(json.dumps(extras, indent=1, default=float))
+    return 0
+
+
 def cmd_finish(args: argparse.Namespace, api: Any = None) -> int:
     """The experiment epilogue alone (after folds trained elsewhere, or to redo the submission)."""
     from dataclasses import replace  # noqa: PLC0415
 
-    from kagglekit import runner  # noqa: PLC0415
+    from kagglekit.experiment import runner  # noqa: PLC0415
     from kagglekit.experiment.finish import missing_folds  # noqa: PLC0415
     from kagglekit.experiment.lookup import saved_config  # noqa: PLC0415
     root = Path(args.output) if args.output else output_root()

@@ -1,5 +1,5 @@
 """Ensembling behaviour experiments (competition view) on their OOF: weights searched (SLSQP /
-greedy from :mod:`kagglekit.ensemble`) on the official MABe score of the blended per-frame
+greedy from :mod:`kagglekit.ensemble.search`) on the official MABe score of the blended per-frame
 probabilities (thresholds re-tuned on each blend), then the blended test probabilities →
 validated submission. Members must share the data folder and its folds.csv (checked: same
 sequences, same shapes)."""
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kagglekit.metrics.mabe import mabe_score
-from kagglekit.oof import OOFError
+from kagglekit.store.arrays import OOFError
 from kagglekit.tasks.behavior.intervals import tune_thresholds
 
 

@@ -17,6 +17,7 @@ class BehaviorConfig(ExperimentConfig):
     arch: Literal["conv_bilstm", "transformer"] = "conv_bilstm"
     motion: bool = True  # V6: + speed + acceleration per keypoint
     pair_features: bool = False  # beyond the seed: agent→target distances, heading, approach speed
+    extra_features: bool = False  # + an importer's engineered per-frame columns (<split>_features/, e.g. SimBA's)
     max_mice: int = 4
     window: int = 100
     stride: int = 50

@@ -26,6 +26,15 @@ Conventions of :func:`import_dlc_caltech`:
   DeepLabCut, unknown fields empty (override any with ``extra_meta``).
 - Writes ``<out>/{split}_tracking/<lab>/<video>.parquet``, ``<out>/{split}_annotation/<lab>/...``
   and appends to / creates ``<out>/{split}.csv`` (rows of the same lab_id + video_id are replaced).
+- Overlaps: S1 and S2 bouts overlap (the rat data: an S2 ``clinch`` inside an S1 ``aggression``), and
+  the MABe metric allows one action per agent/target and frame. ``overlap="priority"`` (default)
+  trims the lower-priority bouts, later streams first (:func:`action_priority`; ``stream_priority=``
+  overrides), ``"keep"`` writes them as read; a warning counts the overlapping frames per video and
+  pair (:mod:`kagglekit.tasks.behavior.labels`).
+- Then ``<out>/sample_submission.csv`` and the oracle check (the imported labels as a submission
+  must validate and score exactly 1.0; ``check=False`` skips it): ``labels.finish_import``.
+- A file in another format (a SimBA CSV, a truncated .gz) is refused with one line naming the file
+  and the expected format (:data:`DLC_FORMAT`).
 """
 from __future__ import annotations
 
@@ -42,12 +51,16 @@ import numpy as np
 import pandas as pd
 
 from kagglekit.io import save_csv, write_bytes
+from kagglekit.tasks.behavior.labels import OVERLAP_POLICIES, OverlapPolicy, finish_import, resolve_overlaps
 from kagglekit.tasks.behavior.meta import (
     ANNOTATION_COLUMNS, META_COLUMNS, TRACKING_COLUMNS, BehaviorDataError, annotation_path,
-    tracking_path,
+    features_path, tracking_path,
 )
 
 DLC_LEVELS = ["scorer", "individuals", "bodyparts", "coords"]
+DLC_FORMAT = "DeepLabCut multi-animal CSV (header rows scorer, individuals, bodyparts, coords)"
+# SimBA pose column <bodypart>_<animal>_<x|y|p> (see kagglekit.tasks.behavior.simba); used to name the format
+SIMBA_POSE_COLUMN = re.compile(r"^.+_[^_]+_[xyp]$")
 BACKGROUND = "base"
 # Stream vocabulary of the rat data (rat_behavior/README.md, "Annotation format").
 RAT_STREAMS: dict[str, str] = {
@@ -68,6 +81,33 @@ def video_number(path: str | Path) -> int:
     return int(match.group(1))
 
 
+def short_text(value: Any, limit: int = 24) -> str:
+    """``repr``-like text of one cell / message, cut to ``limit`` characters (error lines stay short)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_dlc_header(path: Path, head: pd.DataFrame, n_columns: int) -> None:
+    """One short line naming the file and the expected format when ``head`` (the first 4 rows, as
+    text) is not a DLC multi-animal header. It used to list the set of every value of the 4th row
+    (hundreds of numbers for a SimBA CSV, whose 4th row is data)."""
+    names = head.iloc[:, 0].tolist()
+    coords = set(head.iloc[3, 1:]) if len(head) == 4 else set()
+    if names == DLC_LEVELS and head.shape[1] == n_columns and {"x", "y"} <= coords <= {"x", "y", "likelihood"}:
+        return
+    first = head.iloc[0, 1:].astype(str).tolist() if len(head) else []
+    if first and sum(bool(SIMBA_POSE_COLUMN.match(c)) for c in first) >= len(first) / 2:
+        raise BehaviorDataError(f"{path}: a SimBA CSV (columns like {short_text(first[0])!r}), not a {DLC_FORMAT}; "
+                                "use simba.import_simba")
+    if names != DLC_LEVELS:
+        found = f"first cells {[short_text(n, 12) for n in names[:4]]} (single-animal files need an 'individuals' row)"
+    elif head.shape[1] != n_columns:
+        found = f"{head.shape[1]} header columns but {n_columns} data columns"
+    else:
+        found = f"coords {sorted(short_text(c, 12) for c in coords)[:4]} (need x, y and optionally likelihood)"
+    raise BehaviorDataError(f"{path}: not a {DLC_FORMAT}: {found}")
+
+
 def _read_dlc_wide(path: Path) -> pd.DataFrame:
     """Header rows and data read separately: ``read_csv(header=[0, 1, 2, 3], index_col=0)`` takes an
     all-empty first data row (``0,,,...``) for the index-name row and silently drops frame 0; that
@@ -77,15 +117,9 @@ def _read_dlc_wide(path: Path) -> pd.DataFrame:
         data = pd.read_csv(path, header=None, skiprows=4)
     except (ValueError, IndexError, pd.errors.ParserError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         # EOFError / BadGzipFile / zlib.error: a truncated or corrupt .csv.gz (used to escape raw)
-        raise BehaviorDataError(f"{path}: not a DeepLabCut multi-animal CSV ({type(exc).__name__}: {exc}); "
-                                f"expected 4 header rows {DLC_LEVELS} (re-export or re-download the file)") from None
-    names = head.iloc[:, 0].tolist()
-    coords = set(head.iloc[3, 1:]) if len(head) == 4 else set()
-    if names != DLC_LEVELS or head.shape[1] != data.shape[1] or not {"x", "y"} <= coords or \
-            not coords <= {"x", "y", "likelihood"}:
-        raise BehaviorDataError(f"{path}: malformed DLC header: first cells {names}, coords "
-                                f"{sorted(coords)}; expected rows {DLC_LEVELS} with coords x, y, "
-                                "likelihood (single-animal files need an 'individuals' row)")
+        raise BehaviorDataError(f"{path}: not a DeepLabCut multi-animal CSV ({type(exc).__name__}: "
+                                f"{short_text(exc, 80)}); expected {DLC_FORMAT}") from None
+    _check_dlc_header(path, head, data.shape[1])
     index = pd.to_numeric(data.iloc[:, 0], errors="coerce").astype(np.float64)
     # inf / 1e30 / 1.5 used to pass and then crash (IntCastingNaNError) or be cast to garbage frames.
     if not np.isfinite(index).all() or (index < 0).any() or (index > MAX_FRAME).any() or \
@@ -238,16 +272,17 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def _meta_row(lab_id: str, video_id: int, n_mice: int, n_frames: int, parts: list[str],
-              behaviors: list[str], fps: float, pix_per_cm: float, arena_cm: tuple[float, float],
-              extra: dict[str, Any]) -> dict[str, Any]:
+def meta_row(lab_id: str, video_id: int, n_mice: int, n_frames: int, parts: list[str],
+             behaviors: list[str], fps: float, pix_per_cm: float, arena_cm: tuple[float, float],
+             extra: dict[str, Any], tracking_method: str = "DeepLabCut") -> dict[str, Any]:
+    """One train.csv / test.csv row (META_COLUMNS; module docstring, "Metadata"); ``extra`` overrides."""
     row: dict[str, Any] = {c: np.nan for c in META_COLUMNS}
     row.update({f"mouse{k}_id": float(k) for k in range(1, n_mice + 1)})
     row.update(lab_id=lab_id, video_id=int(video_id), frames_per_second=float(fps),
                video_duration_sec=round(n_frames / fps, 3), pix_per_cm_approx=float(pix_per_cm),
                arena_width_cm=float(arena_cm[0]), arena_height_cm=float(arena_cm[1]),
                body_parts_tracked=json.dumps(parts), behaviors_labeled=json.dumps(sorted(behaviors)),
-               tracking_method="DeepLabCut")
+               tracking_method=tracking_method)
     unknown = set(extra) - set(META_COLUMNS)
     if unknown:
         raise BehaviorDataError(f"extra_meta has unknown column(s) {sorted(unknown)}; use names of "
@@ -256,7 +291,8 @@ def _meta_row(lab_id: str, video_id: int, n_mice: int, n_frames: int, parts: lis
     return row
 
 
-def _append_meta(path: Path, rows: list[dict[str, Any]]) -> None:
+def append_meta(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` into ``path``, replacing existing rows of the same (lab_id, video_id)."""
     new = pd.DataFrame(rows, columns=list(META_COLUMNS))
     if path.is_file():
         old = pd.read_csv(path, dtype={"lab_id": str})
@@ -278,26 +314,82 @@ def _pair_files(dlc_files: Sequence[Path], annot_files: Sequence[Path]) -> list[
     return [(v, dlc[v], ann[v]) for v in sorted(dlc)]
 
 
+def action_priority(vocab: dict[str, str], stream_priority: Sequence[str] | None = None) -> list[str]:
+    """Actions of ``vocab`` (action -> stream), highest overlap priority first: by stream in
+    ``stream_priority`` order (streams it does not list follow), default **later streams first**
+    (``S2`` before ``S1``): in the rat data the S2 types (kinds of aggression) lie inside S1
+    ``aggression`` bouts, so S1 first would erase every S2 label, while S2 first keeps them and leaves
+    S1 ``aggression`` only where S2 says ``base`` (video 1: 3 of 3,767 frames). Within a stream:
+    ``vocab`` order (streams never overlap themselves: :func:`read_caltech_annotation` checks)."""
+    def number(stream: str) -> tuple[int, str]:
+        digits = re.sub(r"\D", "", stream)
+        return (int(digits) if digits else -1, stream)
+    streams = sorted(set(vocab.values()), key=number, reverse=True)
+    if stream_priority is not None:
+        streams = [s for s in stream_priority if s in streams] + [s for s in streams if s not in stream_priority]
+    return [a for stream in streams for a, s in vocab.items() if s == stream]
+
+
+def write_video_files(out_root: Path, split: str, lab_id: str, video_id: int, tracking: pd.DataFrame,
+                      annotation: pd.DataFrame, features: pd.DataFrame | None = None) -> None:
+    """One video's parquets: tracking (TRACKING_COLUMNS), annotation (ANNOTATION_COLUMNS) and, when
+    given, the extra per-frame ``features`` (``video_frame`` + feature columns, :func:`features_path`;
+    without them an older features file of the video is removed)."""
+    write_bytes(tracking_path(out_root, split, lab_id, video_id),
+                _parquet_bytes(tracking[list(TRACKING_COLUMNS)]))
+    write_bytes(annotation_path(out_root, lab_id, video_id, split),
+                _parquet_bytes(annotation[list(ANNOTATION_COLUMNS)]))
+    extra = features_path(out_root, split, lab_id, video_id)
+    if features is not None:
+        write_bytes(extra, _parquet_bytes(features))
+    elif extra.is_file():  # a re-import without features: an older file would be read as this video's
+        extra.unlink()
+
+
+def check_overlap_policy(overlap: str) -> None:
+    """Refuse an unknown ``overlap=`` before anything is read or written."""
+    if overlap not in OVERLAP_POLICIES:
+        raise BehaviorDataError(f"overlap={overlap!r}; use one of {list(OVERLAP_POLICIES)} "
+                                "(kagglekit.tasks.behavior.labels)")
+
+
 def import_dlc_caltech(dlc_files: Sequence[Path], annot_files: Sequence[Path], out_root: Path,
                        lab_id: str, *, fps: float, pix_per_cm: float, arena_cm: tuple[float, float],
                        split: str = "train", streams: dict[str, str] | None = None,
-                       extra_meta: dict[str, Any] | None = None) -> pd.DataFrame:
+                       extra_meta: dict[str, Any] | None = None, overlap: OverlapPolicy = "priority",
+                       stream_priority: Sequence[str] | None = None, check: bool = True) -> pd.DataFrame:
     """Import paired DLC CSVs + Caltech annotations as lab ``lab_id`` (conventions: module docstring).
+
+    ``overlap`` / ``stream_priority``: what to do where bouts of two streams overlap on one frame
+    (:mod:`~kagglekit.tasks.behavior.labels`; priority order: :func:`action_priority`). Ends with
+    ``sample_submission.csv`` and, with ``check``, the oracle check
+    (:func:`~kagglekit.tasks.behavior.labels.finish_import`).
     Returns the metadata rows written (one per video, META_COLUMNS)."""
+    check_overlap_policy(overlap)
     out_root = Path(out_root)
     pairs = _pair_files(dlc_files, annot_files)
     annots = {v: read_caltech_annotation(a) for v, _, a in pairs}
     vocab = dict(streams) if streams is not None else infer_streams(list(annots.values()))
+    priority = action_priority(vocab, stream_priority)
     rows = []
     for video_id, dlc_path, annot_path in pairs:
         _check_streams(annots[video_id], vocab, annot_path)
         long, n_frames, parts, n_mice = _dlc_long(dlc_path)
-        ann = bouts_to_annotation(annots[video_id], n_frames)
-        write_bytes(tracking_path(out_root, split, lab_id, video_id),
-                    _parquet_bytes(long[list(TRACKING_COLUMNS)]))
-        write_bytes(annotation_path(out_root, lab_id, video_id, split), _parquet_bytes(ann))
+        ann, _ = resolve_overlaps(bouts_to_annotation(annots[video_id], n_frames), priority, overlap,
+                                  where=f"{annot_path.name} (lab {lab_id}, video {video_id})")
+        write_video_files(out_root, split, lab_id, video_id, long, ann)
         labeled = [f"mouse1,mouse2,{a}" for a, s in vocab.items() if s in annots[video_id]]
-        rows.append(_meta_row(lab_id, video_id, n_mice, n_frames, parts, labeled, fps,
-                              pix_per_cm, arena_cm, extra_meta or {}))
-    _append_meta(out_root / f"{split}.csv", rows)
+        rows.append(meta_row(lab_id, video_id, n_mice, n_frames, parts, labeled, fps,
+                             pix_per_cm, arena_cm, extra_meta or {}))
+    append_meta(out_root / f"{split}.csv", rows)
+    finish_import(out_root, split, lab_id, [v for v, _, _ in pairs], overlap, check)
     return pd.DataFrame(rows, columns=list(META_COLUMNS))
+
+
+def __getattr__(name: str) -> Any:
+    """``import_simba`` / ``read_simba_csv`` are exported here too, beside :func:`import_dlc_caltech`
+    (lazily: :mod:`kagglekit.tasks.behavior.simba` imports this module)."""
+    if name in ("import_simba", "read_simba_csv"):
+        from kagglekit.tasks.behavior import simba
+        return getattr(simba, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ Layout (Kaggle "MABe Challenge - Social Action Recognition in Mice", 2025; colum
     <root>/{train,test}_tracking/<lab_id>/<video_id>.parquet   video_frame, mouse_id, bodypart, x, y
     <root>/train_annotation/<lab_id>/<video_id>.parquet        agent_id, target_id, action,
                                                                start_frame (0-based), stop_frame (excl.)
+    <root>/{train,test}_features/<lab_id>/<video_id>.parquet   optional (importers): video_frame + features
 
 Quirks handled here:
 - ``behaviors_labeled`` is a JSON list of ``"agent,target,action"``; the labs ReflectiveManatee and
@@ -169,6 +170,13 @@ def annotation_path(root: str | Path, lab_id: str, video_id: int, split: str = "
     return Path(root) / f"{split}_annotation" / str(lab_id) / f"{int(video_id)}.parquet"
 
 
+def features_path(root: str | Path, split: str, lab_id: str, video_id: int) -> Path:
+    """``<root>/<split>_features/<lab_id>/<video_id>.parquet``: optional extra per-frame inputs (an
+    importer's engineered feature columns, e.g. SimBA's) beside ``<split>_tracking``; columns
+    ``video_frame`` + one float column per feature. Not part of the Kaggle layout."""
+    return Path(root) / f"{split}_features" / str(lab_id) / f"{int(video_id)}.parquet"
+
+
 def _read_parquet(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} parquet not found")
@@ -296,7 +304,7 @@ def preflight_videos(root: str | Path, meta: pd.DataFrame, split: str) -> list[s
     """Every problem with the per-video files of ``meta`` (a :func:`load_metadata` frame): each
     tracking parquet, and for ``train`` each annotation parquet of a video with labelled behaviours
     (exists, readable, has the schema's columns). Empty: all readable."""
-    from kagglekit.preflight import parallel_map
+    from kagglekit.experiment.preflight import parallel_map
     checks = [(tracking_path(root, split, r.lab_id, r.video_id), TRACKING_COLUMNS, "tracking") for r in meta.itertuples()]
     if split == "train":
         checks += [(annotation_path(root, r.lab_id, r.video_id), ANNOTATION_COLUMNS, "annotation")

@@ -19,9 +19,10 @@ import torch
 from kagglekit.cv import fold_ids
 from kagglekit.experiment.contract import MetricSpec
 from kagglekit.metrics.mabe import mabe_breakdown, mabe_score
-from kagglekit.oof import Manifest, PredictionWriter, missing_stores, read_predictions
+from kagglekit.store.arrays import Manifest, PredictionWriter, missing_stores, read_predictions
 from kagglekit.tasks.behavior import meta as M
 from kagglekit.tasks.behavior.intervals import intervals_to_submission, probs_to_intervals, smooth_probs, tune_thresholds
+from kagglekit.tasks.behavior.labels import layout_solution, mouse_names, score_mabe_file
 from kagglekit.tasks.behavior.model import LossSpec
 from kagglekit.tasks.behavior.task import BehaviorTask, build_tagger, predict_frames
 from kagglekit.tasks.behavior.windows import WindowDataset
@@ -50,8 +51,7 @@ def window_items(seqs: Sequence[PairSequence]) -> list[dict[str, Any]]:
     return [{"features": s.features, "mask": s.mask, "labels": s.labels} for s in seqs]
 
 
-def mouse_name(agent: int, target: int) -> tuple[str, str]:
-    return f"mouse{agent}", "self" if target == agent else f"mouse{target}"
+mouse_name = mouse_names  # (1, 2) -> ("mouse1", "mouse2"); (2, 2) -> ("mouse2", "self")
 
 
 def agent_first(pose: np.ndarray, agent: int, target: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -116,7 +116,7 @@ class PairBehaviorTask(BehaviorTask):
         out = []
         for agent, target in sorted({(a, t) for a, t, _ in keys}):
             reordered, pair = agent_first(pose, agent, target)
-            feats, mask = self.features(row, reordered, vocab, pair=pair if self.cfg.pair_features else None)
+            feats, mask = self.features(row, reordered, vocab, pair=pair if self.cfg.pair_features else None, split=split)
             allowed = np.array([(agent, target, act) in keys for act in actions])
             labels = None
             if annotation is not None:
@@ -142,7 +142,7 @@ class PairBehaviorTask(BehaviorTask):
 
     def predict(self, model: torch.nn.Module, seqs: Sequence[PairSequence]) -> list[np.ndarray]:
         c = self.cfg
-        return [predict_frames(model, s.features, s.mask, c.window, c.infer_stride, c.batch_size, self.device, softmax=False)
+        return [predict_frames(model, s.features, s.mask, c.window, c.infer_stride, c.batch_size, self.inference, softmax=False)
                 for s in seqs]
 
     def _write_store(self, directory: Path, fold: int, kind: str, seqs: Sequence[PairSequence],
@@ -189,18 +189,18 @@ class PairBehaviorTask(BehaviorTask):
 
     def solution(self, video_ids: Sequence[str]) -> pd.DataFrame:
         """The competition's solution rows for training videos (labelled actions only)."""
-        meta = self.metadata("train")
-        meta = meta.set_index(meta["video_id"].astype(str))
-        frames = []
-        for vid in video_ids:
-            row = meta.loc[vid]
-            ann = M.read_annotation(M.annotation_path(self.root, row.lab_id, row.video_id))
-            names = [mouse_name(int(a), int(t)) for a, t in zip(ann["agent_id"], ann["target_id"])]
-            frames.append(pd.DataFrame({"video_id": int(row.video_id), "agent_id": [n[0] for n in names],
-                                        "target_id": [n[1] for n in names], "action": ann["action"].to_numpy(),
-                                        "start_frame": ann["start_frame"].to_numpy(), "stop_frame": ann["stop_frame"].to_numpy(),
-                                        "lab_id": row.lab_id, "behaviors_labeled": row.behaviors_labeled}))
-        return pd.concat(frames, ignore_index=True)
+        return layout_solution(self.root, "train", video_ids)
+
+    def score_submission(self, path: Path, solution: Path) -> dict[str, Any]:
+        """Submission ``path`` validated (``SubmissionError`` listing every problem) against the videos
+        of ``solution`` and scored with the official MABe metric, as Kaggle would.
+
+        ``solution``: a MABe solution CSV (video_id, agent_id, target_id, action, start_frame,
+        stop_frame, lab_id, behaviors_labeled; every video in it is scored, unsubmitted ones count as
+        misses) or a data folder in the layout (``train.csv`` + ``train_annotation/``; scored on the
+        videos the submission names). Returns ``{"MABe score": float, "per_lab": {lab: mean F1},
+        "per_action": [{lab_id, action, tp, fp, fn, f1}], "videos": n}``."""
+        return score_mabe_file(Path(path), Path(solution), self.metric.name)
 
     # ---- experiment epilogue: OOF thresholds, CV score, submission -------------------------------
     def _stored(self, exp_dir: Path, kind: str, seq_groups: Sequence[Sequence[PairSequence]]) -> list[list[np.ndarray]]:

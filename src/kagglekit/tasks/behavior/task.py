@@ -9,19 +9,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from kagglekit import paths
+from kagglekit.engine.infer import Inference
+from kagglekit.experiment.setup import workspace_for
 from kagglekit.cv import fold_ids, get_or_make_folds
-from kagglekit.engine.distributed import local_device
 from kagglekit.submission.validate import id_coverage_problems
 from kagglekit.experiment.contract import MetricSpec
-from kagglekit.oof import Manifest, PredictionWriter
+from kagglekit.store.arrays import Manifest, PredictionWriter
 from kagglekit.tasks.behavior import meta as M
 from kagglekit.tasks.behavior.config import BehaviorConfig
 from kagglekit.tasks.behavior.features import frame_features
@@ -62,10 +62,11 @@ class BehaviorTask:
 
     def __init__(self, cfg: BehaviorConfig) -> None:
         self.cfg = cfg
-        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
-        self.device = local_device(cfg.device)
+        self.workspace = workspace_for(cfg)
+        self.root, self.device, self.inference = self.workspace.root, self.workspace.device, self.workspace.inference
         self._cache: dict[tuple[str, str], VideoData] = {}
         self._meta: dict[str, pd.DataFrame] = {}
+        self._extra: list[str] | None = None
 
     # ---- data -------------------------------------------------------------------------------
     def prepare_demo(self) -> None:
@@ -108,7 +109,7 @@ class BehaviorTask:
     def folds(self) -> pd.DataFrame:
         meta = self.metadata("train")
         frame = pd.DataFrame({"id": meta["video_id"].astype(str), "lab_id": meta["lab_id"]})
-        return get_or_make_folds(self.root / "folds.csv", frame, "id", self.cfg.n_folds, self.cfg.fold_strategy,
+        return get_or_make_folds(self.workspace.folds_csv, frame, "id", self.cfg.n_folds, self.cfg.fold_strategy,
                                  y="lab_id", groups="id", seed=self.cfg.fold_seed)
 
     def load_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
@@ -124,16 +125,56 @@ class BehaviorTask:
                                 int(track["video_frame"].max()) + 1)
 
     def features(self, row: Any, pose: np.ndarray, vocabulary: Sequence[str],
-                 pair: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 pair: tuple[int, int] | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame (T, F) features and mask of one video: pose features (:func:`frame_features`),
+        then with ``cfg.extra_features`` the video's extra columns (:meth:`extra_block`)."""
         arena = (row.arena_width_cm, row.arena_height_cm)
-        return frame_features(pose, float(row.pix_per_cm_approx), float(row.frames_per_second),
-                              motion=self.cfg.motion, pair=pair, max_mice=self.cfg.max_mice, body_parts=row.body_parts,
-                              vocabulary=list(vocabulary), arena_cm=arena if np.isfinite(arena).all() else None)
+        feats, mask = frame_features(pose, float(row.pix_per_cm_approx), float(row.frames_per_second),
+                                     motion=self.cfg.motion, pair=pair, max_mice=self.cfg.max_mice, body_parts=row.body_parts,
+                                     vocabulary=list(vocabulary), arena_cm=arena if np.isfinite(arena).all() else None)
+        if not self.cfg.extra_features:
+            return feats, mask
+        extra, known = self.extra_block(row, split, len(pose))
+        return np.concatenate([feats, extra], axis=1), np.concatenate([mask, known], axis=1)
+
+    @property
+    def extra_vocabulary(self) -> list[str]:
+        """With ``cfg.extra_features``: every column of the training videos' features parquets
+        (``<root>/train_features/<lab>/<video>.parquet``, e.g. SimBA's engineered features), sorted: a
+        fixed layout across videos, like :attr:`vocabulary`. Empty without the flag."""
+        if not self.cfg.extra_features:
+            return []
+        if self._extra is None:
+            import pyarrow.parquet as pq
+            names: set[str] = set()
+            for r in self.metadata("train").itertuples():
+                path = M.features_path(self.root, "train", r.lab_id, r.video_id)
+                if path.is_file():
+                    names |= set(pq.read_schema(path).names) - {"video_frame"}
+            self._extra = sorted(names)
+        return self._extra
+
+    def extra_block(self, row: Any, split: str, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(T, E) extra features of one video in :attr:`extra_vocabulary` order and their (T, E) mask.
+        Values are squashed with sign(x)·log1p(|x|) (engineered columns come in any unit and scale;
+        no statistics to fit); a column the video lacks, a missing frame or NaN -> 0 and mask False."""
+        names = self.extra_vocabulary
+        values = np.full((n_frames, len(names)), np.nan, np.float32)
+        path = M.features_path(self.root, split, row.lab_id, row.video_id)
+        if path.is_file() and names:
+            table = pd.read_parquet(path)
+            frames = table["video_frame"].to_numpy(np.int64)
+            keep = (frames >= 0) & (frames < n_frames)
+            for j, name in enumerate(names):
+                if name in table.columns:
+                    values[frames[keep], j] = table[name].to_numpy(np.float32)[keep]
+        known = np.isfinite(values)
+        return np.where(known, np.sign(values) * np.log1p(np.abs(values)), 0).astype(np.float32), known
 
     def _read_video(self, row: Any, split: str, vocabulary: Sequence[str]) -> VideoData:
         pose = self.read_pose(row, split)
         n_frames = len(pose)
-        feats, mask = self.features(row, pose, vocabulary)
+        feats, mask = self.features(row, pose, vocabulary, split=split)
         labels = None
         if split == "train":
             keys = M.behavior_keys(row.behaviors)
@@ -178,7 +219,7 @@ class GroupedBehaviorTask(BehaviorTask):
     # ---- model ------------------------------------------------------------------------------
     def in_features(self) -> int:
         per_point = 2 + (2 if self.cfg.motion else 0)
-        return self.cfg.max_mice * len(self.vocabulary) * per_point
+        return self.cfg.max_mice * len(self.vocabulary) * per_point + len(self.extra_vocabulary)
 
     def build_model(self, initial_weights: bool = True) -> torch.nn.Module:
         c = self.cfg  # no initial weights files in this task
@@ -191,7 +232,7 @@ class GroupedBehaviorTask(BehaviorTask):
     # ---- fold epilogue: per-frame OOF and test probabilities -----------------------------------
     def predict_video(self, model: torch.nn.Module, video: VideoData) -> np.ndarray:
         return predict_frames(model, video.features, video.mask, self.cfg.window, self.cfg.infer_stride,
-                              self.cfg.batch_size, self.device, softmax=True)
+                              self.cfg.batch_size, self.inference, softmax=True)
 
     def _write_store(self, directory: Path, fold: int, kind: str, videos: list[VideoData], probs: list[np.ndarray],
                      metric: float | None = None) -> None:
@@ -242,7 +283,7 @@ class GroupedBehaviorTask(BehaviorTask):
         """This view has no competition file: one row per test frame with the argmax group of
         Σ wᵢ · (member i's fold-averaged probabilities), validated against the test videos' frame
         counts; no decisions read."""
-        from kagglekit.oof import iter_blended_test_mean, missing_stores
+        from kagglekit.store.arrays import iter_blended_test_mean, missing_stores
         if any(missing_stores(d, t.cfg.n_folds, "test") for t, d in zip(tasks, member_dirs)):
             return None
         return self.write_frame_groups(iter_blended_test_mean(member_dirs, [t.cfg.n_folds for t in tasks], weights), path)
@@ -269,6 +310,29 @@ class GroupedBehaviorTask(BehaviorTask):
             return [f"{path}: cannot read the CSV ({exc})"]
         return frame_group_problems(frame, self.test_frame_counts())
 
+    def score_submission(self, path: Path, solution: Path) -> dict[str, Any]:
+        """A ``video_id,frame,group`` file scored with this view's metric (frame macro F1 over the
+        4 groups, seed 001's numbers as extras) against ``solution``: a ``video_id,frame,group`` CSV
+        (every frame in it must be in the file once), or a data folder in the layout (``train.csv`` +
+        ``train_annotation/`` + ``train_tracking/``: the groups of the videos the file names, as
+        training labels them). Problems -> ``SubmissionError`` listing them."""
+        from kagglekit.submission.rle import SubmissionError
+        try:
+            sub = pd.read_csv(path, dtype={"video_id": str})
+        except (OSError, ValueError) as exc:
+            raise SubmissionError(f"{path}: cannot read the CSV ({exc})", [f"cannot read the CSV ({exc})"]) from None
+        covered = set(sub["video_id"].astype(str)) if "video_id" in sub.columns else set()
+        truth = frame_group_truth(Path(solution), covered)
+        keys = truth["video_id"].astype(str) + ":" + truth["frame"].astype(str)
+        if problems := group_table_problems(sub, keys):
+            raise SubmissionError("\n".join([f"{path} has {len(problems)} problem(s):", *problems]), problems)
+        pred = sub.set_index(sub["video_id"].astype(str) + ":" + sub["frame"].astype(str))["group"].reindex(keys)
+        index = {name: i for i, name in enumerate(GROUP_NAMES)}
+        cm = np.zeros((len(GROUP_NAMES),) * 2, np.int64)
+        np.add.at(cm, (truth["group"].map(index).to_numpy(), pred.astype(str).map(index).to_numpy()), 1)
+        summary = seed_metrics(cm)
+        return {self.metric.name: summary["f1_macro"], **summary, "videos": int(truth["video_id"].nunique())}
+
     def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
         from kagglekit.tasks.behavior.report import write_report
         write_report(self.cfg, exp_dir, summary, None, title=f"{self.cfg.name} (all folds, OOF)")
@@ -279,6 +343,12 @@ class GroupedBehaviorTask(BehaviorTask):
 
 def frame_group_problems(frame: pd.DataFrame, frame_counts: dict[str, int]) -> list[str]:
     """Every problem of a ``video_id,frame,group`` table against the test videos' frame counts."""
+    return group_table_problems(frame, (f"{v}:{t}" for v, n in frame_counts.items() for t in range(n)))
+
+
+def group_table_problems(frame: pd.DataFrame, expected: Iterable[str]) -> list[str]:
+    """Every problem of a ``video_id,frame,group`` table: columns, group names, and each
+    ``expected`` ``"<video_id>:<frame>"`` key exactly once (no other key)."""
     missing_cols = [c for c in ("video_id", "frame", "group") if c not in frame.columns]
     if missing_cols:
         return [f"missing column(s) {missing_cols}; expected video_id,frame,group"]
@@ -287,15 +357,43 @@ def frame_group_problems(frame: pd.DataFrame, frame_counts: dict[str, int]) -> l
     if bad:
         problems.append(f"unknown group(s) {bad[:10]}; use one of {list(GROUP_NAMES)}")
     keys = frame["video_id"].astype(str) + ":" + frame["frame"].astype(str)
-    expected = (f"{v}:{t}" for v, n in frame_counts.items() for t in range(n))
     return problems + id_coverage_problems(keys, expected, "video_id:frame")
+
+
+def frame_group_truth(solution: Path, covered: set[str] | None = None) -> pd.DataFrame:
+    """Held-out frame groups: ``video_id`` (str), ``frame``, ``group`` (a GROUP_NAMES name).
+
+    ``solution``: a ``video_id,frame,group`` CSV, or a layout folder whose ``train.csv`` videos
+    (those in ``covered``, all when None) get their training labels (annotation -> groups, frames
+    0..max tracked video_frame, as :meth:`BehaviorTask._read_video` builds them)."""
+    if not solution.is_dir():
+        truth = pd.read_csv(solution, dtype={"video_id": str})
+        if missing := [c for c in ("video_id", "frame", "group") if c not in truth.columns]:
+            raise ValueError(f"{solution}: missing column(s) {missing}; a grouped solution CSV has video_id,frame,group"
+                             " (or pass a data folder with train.csv + train_annotation/ + train_tracking/)")
+        return truth
+    meta = M.load_metadata(solution / "train.csv")
+    parts = []
+    for row in meta.itertuples():
+        if covered is not None and str(row.video_id) not in covered:
+            continue
+        track = pd.read_parquet(M.tracking_path(solution, "train", row.lab_id, row.video_id), columns=["video_frame"])
+        n_frames = int(track["video_frame"].max()) + 1 if len(track) else 0
+        keys = M.behavior_keys(row.behaviors)
+        labels = np.zeros(n_frames, np.int64)
+        if keys:
+            annotation = M.read_annotation(M.annotation_path(solution, row.lab_id, row.video_id))
+            labels = group_frames(M.frame_labels(annotation, n_frames, keys), [k[2] for k in keys])
+        parts.append(pd.DataFrame({"video_id": str(row.video_id), "frame": np.arange(n_frames),
+                                   "group": np.asarray(GROUP_NAMES)[labels]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["video_id", "frame", "group"])
 
 
 class GroupedBlend:
     """weights → frame macro F1 of argmax Σ wᵢ pᵢ over every OOF frame (members aligned row for row)."""
 
     def __init__(self, tasks: Sequence[GroupedBehaviorTask], member_dirs: Sequence[Path]) -> None:
-        from kagglekit.oof import OOFError, read_predictions
+        from kagglekit.store.arrays import OOFError, read_predictions
         self.tasks, self.member_dirs, self.n_evals = list(tasks), list(member_dirs), 0
         n_folds = tasks[0].cfg.n_folds
         stores = [[read_predictions(d / f"fold{k}" / "oof") for k in range(n_folds)] for d in member_dirs]
@@ -333,14 +431,15 @@ def build_tagger(c: BehaviorConfig, in_features: int, num_outputs: int, loss: Lo
 
 @torch.no_grad()
 def predict_frames(model: torch.nn.Module, features: np.ndarray, mask: np.ndarray, window: int, stride: int,
-                   batch_size: int, device: torch.device, softmax: bool) -> np.ndarray:
-    """(T, C) per-frame probabilities (softmax or sigmoid per window), overlap-averaged."""
+                   batch_size: int, inference: Inference, softmax: bool) -> np.ndarray:
+    """features (T, F), mask (T, F) → (T, C) per-frame probabilities (softmax or sigmoid per
+    window), overlap-averaged; run with the shared :class:`Inference` set-up."""
     dataset = WindowDataset([{"features": features, "mask": mask}], window, stride)
     outputs = []
-    model = model.to(device).eval()
+    model = inference.prepare(model)
     for batch in DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False):
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        logits = model(batch)["logits"].float()
+        with inference.autocast():
+            logits = model(inference.to_device(batch))["logits"].float()
         outputs.append((torch.softmax(logits, -1) if softmax else torch.sigmoid(logits)).cpu().numpy())
     return reassemble(np.concatenate(outputs), dataset.starts_of(0), len(features))
 

@@ -1,19 +1,19 @@
 """Ensembling detection experiments: each image's boxes from every member fused by weighted boxes
 fusion (Solovyev et al. 2021), member weights searched (SLSQP / greedy from
-:mod:`kagglekit.ensemble`) on COCO mAP of the fused validation (OOF) detections; the same weights
+:mod:`kagglekit.ensemble.search`) on COCO mAP of the fused validation (OOF) detections; the same weights
 then fuse the members' test detections. Members must cover the same validation images."""
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
 
-from kagglekit.io import load_json
 from kagglekit.metrics.detection import coco_bbox_eval
-from kagglekit.oof import OOFError
+from kagglekit.store.arrays import OOFError
+from kagglekit.store.records import has_records, read_records, records_path
 from kagglekit.tasks.detection.data import select_images
 from kagglekit.tasks.detection.task import DetectionTask, to_coco_results
 from kagglekit.tta.detection import Detections, merge_wbf
@@ -67,8 +67,8 @@ class DetectionBlendObjective:
         if any(t.cat_ids != task.cat_ids or t.cfg.split_mode != task.cfg.split_mode for t in tasks):
             raise OOFError("detection ensemble members must share categories and split_mode")
         gt = oof_ground_truth(task, task.cfg.n_folds)
-        members = [by_image(member_oof(d, t.cfg.n_folds), task.cat_ids) for t, d in zip(tasks, member_dirs)]
         covered = {im["id"] for im in gt["images"]}
+        members = [by_image(member_oof(d, t.cfg.n_folds, covered), task.cat_ids) for t, d in zip(tasks, member_dirs)]
         for d, m in zip(member_dirs, members):
             if not set(m) <= covered:
                 raise OOFError(f"{d}: OOF detections on images outside the validation set; members use other splits")
@@ -91,13 +91,14 @@ class DetectionBlendObjective:
         if out is None:
             return result
         task = self.tasks[0]
-        result["val_metrics"] = task.evaluate_split(self.fused(weights), self.gt, out / "evaluation" / "val")
+        result["val_metrics"] = task.evaluate_split(self.fused(weights), self.gt, out / "evaluation" / "val",
+                                                    experiment=out.name)
         test = task.coco("test")
         members = [t.test_detections(d) for t, d in zip(self.tasks, self.member_dirs)]
         if test is not None and all(m is not None for m in members):
             fused = fuse([by_image(m, self.cat_ids) for m in members], test["images"],
                          np.asarray(weights, dtype=np.float64), self.cat_ids, self.iou_thr, self.max_dets)
-            result["test_metrics"] = task.evaluate_split(fused, test, out / "evaluation" / "test")
+            result["test_metrics"] = task.evaluate_split(fused, test, out / "evaluation" / "test", experiment=out.name)
         return result
 
     def write_submission(self, weights: np.ndarray, path: Path) -> Path | None:
@@ -105,11 +106,21 @@ class DetectionBlendObjective:
         return self.tasks[0].write_blend_submission(self.tasks, self.member_dirs, weights, {"iou_thr": self.iou_thr}, path)
 
 
-def member_oof(exp_dir: Path, n_folds: int) -> Results:
-    paths = [exp_dir / f"fold{k}" / "oof" / "detections.json" for k in range(n_folds)]
-    if missing := [p for p in paths if not p.exists()]:
-        raise OOFError(f"{missing[0]} not found; run the member's folds first")
-    return [r for p in paths for r in load_json(p)]
+def member_oof(exp_dir: Path, n_folds: int, expected_ids: Collection[int] | None = None) -> Results:
+    """The member's OOF boxes, every fold's ``oof/`` records store (``oof/detections.json`` of older
+    outputs). With ``expected_ids``: when every fold has a manifest, the images they predicted
+    together must be exactly those (else OOFError: a fold that skipped images, another split)."""
+    dirs = [exp_dir / f"fold{k}" / "oof" for k in range(n_folds)]
+    if missing := [d for d in dirs if not has_records(d, "bbox")]:
+        raise OOFError(f"{records_path(missing[0], 'bbox')} not found; run the member's folds first")
+    stores = [read_records(d, "bbox") for d in dirs]
+    if expected_ids is not None and all(m is not None for _, m in stores):
+        predicted, expected = {i for _, m in stores for i in m.image_ids}, {int(i) for i in expected_ids}
+        if predicted != expected:
+            raise OOFError(f"{exp_dir}: the folds' OOF predicted {len(predicted)} images, the validation set has "
+                           f"{len(expected)} ({len(expected - predicted)} never predicted, {len(predicted - expected)} "
+                           "outside it); members use other splits, or rerun the member's folds")
+    return [r for results, _ in stores for r in results]
 
 
 def oof_ground_truth(task: DetectionTask, n_folds: int) -> dict[str, Any]:

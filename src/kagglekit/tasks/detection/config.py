@@ -32,10 +32,16 @@ def scaled_sizes(sizes: tuple[int, ...], factor: float, multiple: int = 16) -> t
 class DetectionConfig(ExperimentConfig):
     task: str = "detection"
     comp: str = "agropest12"
-    data_format: Literal["yolo", "coco"] = "yolo"  # yolo: data_dir/{images,labels}/<split> + classes.txt | coco: annotations/instances_<split>.json
+    # yolo: data_dir/{images,labels}/<split> (or <split>.txt) + classes.txt/data.yaml | coco: annotations/instances_<split>.json
+    # darknet: obj.data (classes/train/valid/names) or the flat images/ + labels/ + obj.names (no split: all train)
+    # ultralytics: data.yaml (path, train/val/test folders or list files, names list or {id: name})
+    data_format: Literal["yolo", "coco", "darknet", "ultralytics"] = "yolo"
+    data_file: str = ""  # darknet: the obj.data (default data_dir/obj.data if present) | ultralytics: the YAML (default data.yaml)
     image_dir: str = ""  # coco format: images folder ('{split}' is replaced); default data_dir/images/<split>
+    test_images: str = ""  # folder or list file of unlabelled test images (relative to data_dir): the test split
     splits: tuple[str, ...] = ("train", "val", "test")
     split_mode: Literal["fixed", "kfold"] = "fixed"  # fixed: validate on the val split (n_folds=1) | kfold: folds over train (OOF)
+    val_fraction: float = 0.0  # fixed mode without a val split: seeded share of train held out (input/<comp>/holdout.csv)
     class_subset: tuple[str, ...] = ()  # keep only these class names (others dropped; e.g. COCO128 demo)
     architecture: Literal["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"] = "fasterrcnn_resnet50_fpn"
     backbone: str = "resnet50"  # resnet18/34/50/101 (FPN on C2..C5)
@@ -64,6 +70,14 @@ class DetectionConfig(ExperimentConfig):
     tta_merge: Literal["nms", "wbf"] = "wbf"
     tta_iou: float = 0.55
     compare_to: tuple[str, ...] = ()  # earlier experiments whose results the report compares against
+    # the Kaggle file (kagglekit.submission.boxes.BoxFormat): one row per test image
+    submission_template: str = "{cls} {score} {x1} {y1} {x2} {y2}"  # one box; fields cls score x1 y1 x2 y2 x y w h cx cy
+    submission_coords: Literal["pixels", "normalized"] = "pixels"
+    submission_class: Literal["category_id", "source_id", "name"] = "category_id"  # source_id: the data's own (YOLO: 0-based)
+    submission_empty: str = ""  # cell of an image without boxes ("" or a token such as none)
+    submission_id_column: str = "image_id"
+    submission_pred_column: str = "PredictionString"
+    submission_image_id: Literal["stem", "file_name", "id"] = "stem"  # image file stem / file name / numeric image id
     n_folds: int = 1
     fold_strategy: FoldStrategy = "multilabel_stratified"  # kfold mode: stratified on per-image class presence
     optimizer: Optimizer = "sgd"

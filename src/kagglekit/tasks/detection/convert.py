@@ -309,6 +309,15 @@ def _coco_from_pairs(pairs: Iterable[tuple[str, Path, Path | None]], names: list
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
 
 
+def pairs_to_coco(pairs: Iterable[tuple[str, Path, Path | None]], class_names: Sequence[str],
+                  info: dict[str, Any]) -> dict[str, Any]:
+    """COCO dict from ``(file_name, image path, YOLO label path or None)`` triples (darknet /
+    Ultralytics descriptors): image ids 1..N in the given order, YOLO class i → category i + 1,
+    every label line validated (:class:`LabelError` naming ``file:line``)."""
+    names = _check_names(list(class_names), "class names")
+    return _coco_from_pairs(pairs, names, _category_ids(None, len(names)), info)
+
+
 def yolo_to_coco(images_dir: PathLike, labels_dir: PathLike, class_names: Names, *,
                  category_ids: Sequence[int] | None = None) -> dict[str, Any]:
     """COCO instances dict from an image folder and its YOLO label folder.

@@ -121,7 +121,7 @@ class DetectionDataset(Dataset):
 def coco_image_problems(coco: dict[str, Any], image_dir: Path, source: str) -> list[str]:
     """Pre-flight: every image of ``coco`` missing under ``image_dir`` or not decodable (header
     only), one line each (one line for the folder when none of many is there)."""
-    from kagglekit.preflight import image_problems
+    from kagglekit.experiment.preflight import image_problems
     paths = [Path(image_dir) / im["file_name"] for im in coco["images"]]
     return image_problems(paths, "image", f"restore it, or fix image_dir (now {image_dir}) or its file_name in {source}",
                           source)

@@ -1,6 +1,8 @@
 """torchvision Faster R-CNN (R50-FPN v1/v2, other ResNets, MobileNetV2-FPN) behind the common model
 contract, with configurable anchors per FPN level, an optional focal-loss RoI classifier (seed 004
-run 2) and weights only from local files.
+run 2) and weights from ``pretrained`` (backbone) / ``init_weights`` (whole detector): local files or
+folders, or torchvision weights enums (``IMAGENET1K_V1``, ``COCO_V1``, ``DEFAULT``) fetched and cached
+by torchvision under ``TORCH_HOME`` (see :mod:`kagglekit.weights.resolve`).
 
 ``DetectionModel.forward(batch)``: training → ``{"loss": sum of the RPN + RoI losses, <parts>}``;
 eval → ``{"detections": [{"boxes" (n, 4) xyxy px, "scores" (n,), "labels" (n,) in 1..C}]}`` at
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -23,11 +24,12 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from kagglekit.engine.checkpoint import load_checkpoint
 from kagglekit.losses import focal_loss
 from kagglekit.tta.detection import Detections
+from kagglekit.weights import DEFAULT_MIN_MATCH, DEFAULT_PREFIXES, is_off, load_pretrained
 
 log = logging.getLogger("kagglekit.detection")
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
@@ -65,6 +67,24 @@ class DetectorSpec:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     pretrained: bool = False  # frozen BatchNorm in the backbone (detectron2 / torchvision fine-tuning)
+
+
+@dataclass(frozen=True)
+class TorchvisionNames:
+    """The torchvision builders whose published weights fit a built detector: ``backbone`` for
+    ``pretrained`` (classification weights of ``backbone.body``), ``detector`` for ``init_weights``
+    (whole-model weights; None when torchvision publishes none for this backbone)."""
+
+    backbone: str
+    detector: str | None
+
+
+WEIGHT_NAMES = "kagglekit_weight_names"  # the attribute build_detector / build_keypoint_rcnn set
+
+
+def torchvision_names(model: nn.Module) -> TorchvisionNames:
+    """The names a detector was built with (ResNet-50 Faster R-CNN for one built elsewhere)."""
+    return getattr(model, WEIGHT_NAMES, TorchvisionNames("resnet50", "fasterrcnn_resnet50_fpn"))
 
 
 class FocalRoIHeads(RoIHeads):
@@ -127,52 +147,33 @@ def build_detector(spec: DetectorSpec) -> FasterRCNN:
         model.roi_heads.focal_alpha, model.roi_heads.focal_gamma = spec.focal_alpha, spec.focal_gamma
     elif spec.roi_loss != "ce":
         raise ValueError(f"roi_loss {spec.roi_loss!r} unknown; use ce or focal")
+    setattr(model, WEIGHT_NAMES, TorchvisionNames(spec.backbone, spec.architecture if spec.backbone == "resnet50" else None))
     return model
 
 
-def _matching(target: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The tensors of ``state`` that fit ``target`` by name and shape, and the names whose shape differs."""
-    own = target.state_dict()
-    keep, dropped = {}, []
-    for key, value in state.items():
-        if key in own and own[key].shape == value.shape:
-            keep[key] = value
-        elif key in own:
-            dropped.append(key)
-    return keep, dropped
+# a saved DetectionModel / KeypointModel (best.pt) holds the detector under ``detector.*``
+DETECTOR_PREFIXES = DEFAULT_PREFIXES + ("detector.",)
 
 
-def load_matching(target: nn.Module, path: str, rename=None) -> None:
-    """Load the tensors of the local file ``path`` (``weights_only``; a ``{"model": ...}`` wrapper
-    is unwrapped, then ``rename`` maps the state dict) that fit ``target`` by name and shape.
-    Tensors of another shape (a head for another class / anchor / keypoint count) stay
-    re-initialised and are listed in the log; a file that matches nothing is an error."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"weights file {path} not found; give a local path (nothing is downloaded)")
-    state = load_checkpoint(path)
-    state = state.get("model", state)
-    keep, dropped = _matching(target, rename(state) if rename else state)
-    if not keep:
-        raise ValueError(f"{path}: no tensor matches the {type(target).__name__}; is it the right architecture?")
-    target.load_state_dict(keep, strict=False)
-    log.info("loaded %d tensors from %s (re-initialised for a different shape: %s)", len(keep), path, dropped or "none")
-
-
-def _mobilenet_features(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision MobileNetV2 classification keys (``features.N...``) → the FPN body's (``N...``)."""
-    if "features.0.0.weight" not in state:
-        return state
-    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-
-
-def load_local_weights(model: FasterRCNN, pretrained: str = "", init_weights: str = "") -> None:
-    """Backbone ImageNet weights (torchvision classification keys) and/or a whole detector's
-    weights (e.g. torchvision's COCO Faster R-CNN; the box predictor for another class count and
-    the RPN head for another anchor count are re-initialised), from local files only."""
-    if pretrained:
-        load_matching(model.backbone.body, pretrained, _mobilenet_features)
-    if init_weights:
-        load_matching(model, init_weights)
+def load_local_weights(model: FasterRCNN, pretrained: str = "", init_weights: str = "",
+                       min_match: float = DEFAULT_MIN_MATCH) -> None:
+    """Backbone ImageNet weights (``pretrained``: torchvision classification keys, MobileNetV2's
+    ``features.`` prefix stripped; or a torchvision enum of the backbone, ``IMAGENET1K_V1`` /
+    ``DEFAULT``) and/or a whole detector's weights (``init_weights``: torchvision's COCO Faster R-CNN
+    file or enum ``COCO_V1``, or a saved model's ``detector.*``; the box predictor for another class
+    count and the RPN head for another anchor count are re-initialised and reported). Local files
+    and folders are read as they are; enums through torchvision's cache (``TORCH_HOME``). Either
+    setting off (``""`` / ``false``) is skipped; less than ``min_match`` matched is an error."""
+    names = torchvision_names(model)
+    if not is_off(pretrained):
+        load_pretrained(model.backbone.body, pretrained, kind="torchvision", model=names.backbone, what="pretrained",
+                        min_match=min_match)
+    if not is_off(init_weights):
+        load_pretrained(model, init_weights, kind="torchvision", model=names.detector, what="init_weights",
+                        prefixes=DETECTOR_PREFIXES, min_match=min_match)
+    if is_off(pretrained) and is_off(init_weights):
+        log.info("pretrained=%s, init_weights=%s: detector randomly initialised", pretrained or "false",
+                 init_weights or "false")
 
 
 class DetectionModel(nn.Module):

@@ -6,7 +6,9 @@ real frames oversampled ×8 in the mix, validation on the real val split, evalua
 test set with OKS-mAP, OKS-mAP@50 and PCK@0.05.
 
 Shared names (see :mod:`kagglekit.config`): ``init_weights`` is a whole model to fine-tune from,
-``pretrained`` a local backbone weights file (old ``backbone_weights``), ``hflip_p`` the training
+``pretrained`` the backbone's weights (old ``backbone_weights``); each off (``""`` / ``false``), a
+local file / folder, or a torchvision weights enum fetched and cached under ``TORCH_HOME``
+(``init_weights=COCO_V1``: torchvision's COCO Keypoint R-CNN R50-FPN; ``pretrained=IMAGENET1K_V1``), ``hflip_p`` the training
 flip probability (old bool ``hflip``: true = 0.5), ``tta_flip`` the flip TTA (old ``flip_tta``).
 """
 from __future__ import annotations
@@ -34,8 +36,8 @@ class KeypointConfig(ExperimentConfig):
     pck_alpha: float = 0.05  # PCK threshold as a fraction of max(w, h) of the ground-truth box
     backbone: str = "resnet50"
     trainable_backbone_layers: int = 3
-    init_weights: str = ""  # local checkpoint to fine-tune from (e.g. the v1 model); head kept when K matches
-    pretrained: str = ""  # local ImageNet backbone weights
+    init_weights: str = ""  # whole model: a checkpoint (e.g. the v1 model) or COCO_V1; head kept when K matches
+    pretrained: str = ""  # ImageNet backbone weights: a file or a torchvision enum (IMAGENET1K_V1)
     image_size: int = 480  # min size at train and test time
     max_size: int = 800
     hflip_p: float = 0.5  # training flip probability (with left/right keypoint swap)

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kagglekit.io import load_json, save_csv
-from kagglekit.oof import OOFError
+from kagglekit.io import save_csv
+from kagglekit.store.arrays import OOFError
+from kagglekit.store.records import read_records, records_path, require_image_ids
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import id_coverage_problems
 from kagglekit.tta.keypoints import match_instances
@@ -72,8 +73,20 @@ def write_keypoint_submission(results: Results, images: Sequence[dict[str, Any]]
 
 
 def fold_results_path(fold_dir: Path, split: str) -> Path:
-    """A fold's COCO keypoint results of ``split`` (val / test)."""
-    return fold_dir / "evaluation" / split / "keypoint_results.json"
+    """The results file of a fold's ``split`` (val / test) keypoint records store
+    ``fold_dir/evaluation/<split>/`` (``keypoint_results.json`` + ``manifest.json``)."""
+    return records_path(Path(fold_dir) / "evaluation" / split, "keypoints")
+
+
+def read_fold_results(fold_dir: Path, split: str, images: Sequence[dict[str, Any]] | None = None) -> Results:
+    """A fold's keypoint results of ``split`` (the records store, or the bare list older outputs
+    hold); with ``images``, ValueError when the store's manifest lists other images (images never
+    predicted, another split)."""
+    directory = fold_results_path(fold_dir, split).parent
+    results, manifest = read_records(directory, "keypoints")
+    if images is not None:
+        require_image_ids(directory, manifest, [im["id"] for im in images])
+    return results
 
 
 def _arrays(rows: Results, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,8 +139,8 @@ class KeypointBlend:
         if any(len(t.names) != len(task.names) for t in tasks):
             raise OOFError("keypoint ensemble members must predict the same keypoints")
         self.k = len(task.names)
-        self.val = [load_json(self.results_path(d, "val")) for d in member_dirs]
         self.gt = task.dataset("real_val", False).coco
+        self.val = [read_fold_results(Path(d) / "fold0", "val", self.gt["images"]) for d in member_dirs]
 
     @staticmethod
     def results_path(exp_dir: Path, split: str) -> Path:

@@ -1,5 +1,7 @@
 """torchvision Keypoint R-CNN behind the common model contract (K keypoints, ResNet-FPN backbone,
-weights only from local files) with horizontal-flip TTA that swaps left/right keypoints.
+weights from local files or torchvision enums — ``init_weights=COCO_V1`` is torchvision's COCO
+``keypointrcnn_resnet50_fpn``, ``pretrained=IMAGENET1K_V1`` the backbone's) with horizontal-flip TTA
+that swaps left/right keypoints.
 
 ``forward(batch)``: training → ``{"loss": RPN + box + keypoint losses, <parts>}``; eval →
 ``{"detections": [{"boxes" (n, 4), "scores" (n,), "labels" (n,), "keypoints" (n, K, 3)}]}``.
@@ -13,7 +15,9 @@ from torch import nn
 from torchvision.models.detection import KeypointRCNN
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 
-from kagglekit.tasks.detection.model import DetectorSpec, _resnet_backbone, load_matching
+from kagglekit.tasks.detection.model import (WEIGHT_NAMES, DetectorSpec, TorchvisionNames, _resnet_backbone,
+                                             load_local_weights)
+from kagglekit.weights import DEFAULT_MIN_MATCH
 from kagglekit.tta.keypoints import predict_flip_tta
 
 def build_keypoint_rcnn(num_keypoints: int, *, backbone: str = "resnet50", trainable_layers: int = 3,
@@ -26,26 +30,21 @@ def build_keypoint_rcnn(num_keypoints: int, *, backbone: str = "resnet50", train
     spec = DetectorSpec(num_classes=1, backbone=backbone, trainable_backbone_layers=trainable_layers, pretrained=pretrained)
     backbone_fpn = _resnet_backbone(spec)
     head = KeypointRCNNHeads(backbone_fpn.out_channels, list(head_channels))
-    return KeypointRCNN(backbone_fpn, num_classes=2, num_keypoints=None, min_size=min_size,
-                        max_size=max_size, box_score_thresh=score_thresh, box_detections_per_img=detections_per_image,
-                        box_batch_size_per_image=roi_batch_per_image, keypoint_head=head,
-                        keypoint_predictor=KeypointRCNNPredictor(head_channels[-1], num_keypoints))
+    model = KeypointRCNN(backbone_fpn, num_classes=2, num_keypoints=None, min_size=min_size,
+                         max_size=max_size, box_score_thresh=score_thresh, box_detections_per_img=detections_per_image,
+                         box_batch_size_per_image=roi_batch_per_image, keypoint_head=head,
+                         keypoint_predictor=KeypointRCNNPredictor(head_channels[-1], num_keypoints))
+    setattr(model, WEIGHT_NAMES, TorchvisionNames(backbone, "keypointrcnn_resnet50_fpn" if backbone == "resnet50" else None))
+    return model
 
 
-def _unwrap_detector(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A saved :class:`KeypointModel` (``best.pt``) holds ``detector.*`` keys; a bare model does not."""
-    if not any(k.startswith("detector.") for k in state):
-        return state
-    return {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
-
-
-def load_keypoint_weights(model: KeypointRCNN, init_weights: str = "", pretrained: str = "") -> None:
-    """ImageNet backbone weights and/or a whole model to fine-tune from (e.g. the v1 checkpoint;
-    the keypoint head of another K is re-initialised), from local files only."""
-    if pretrained:
-        load_matching(model.backbone.body, pretrained)
-    if init_weights:
-        load_matching(model, init_weights, _unwrap_detector)
+def load_keypoint_weights(model: KeypointRCNN, init_weights: str = "", pretrained: str = "",
+                          min_match: float = DEFAULT_MIN_MATCH) -> None:
+    """ImageNet backbone weights (``pretrained``) and/or a whole model to fine-tune from
+    (``init_weights``: e.g. the v1 checkpoint's ``detector.*`` or torchvision's ``COCO_V1``; the
+    keypoint head of another K is re-initialised and reported): local files / folders or torchvision
+    enums (:func:`~kagglekit.tasks.detection.model.load_local_weights`)."""
+    load_local_weights(model, pretrained=pretrained, init_weights=init_weights, min_match=min_match)
 
 
 class KeypointModel(nn.Module):

@@ -32,7 +32,7 @@ def arm_configs(cfg: KeypointConfig) -> dict[str, KeypointConfig]:
 
 def run_arm(cfg: KeypointConfig, demo: bool, resume: bool, overwrite: bool) -> Path:
     """Train + evaluate one arm unless its summary exists (then it is reused, as the seed reused arm B)."""
-    from kagglekit import runner
+    from kagglekit.experiment import runner
     exp_dir = runner.exp_dir(cfg)
     if (exp_dir / "metrics.json").exists() and not overwrite:
         log.info("arm %s: reusing %s", cfg.name, exp_dir / "metrics.json")
@@ -82,7 +82,7 @@ def main(cfg: KeypointConfig, argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--arms {args.arms}: unknown arm(s) {unknown}; use A and/or B")
         paths = {name: run_arm(c, args.demo, args.resume, args.overwrite and name in chosen)
                  if name in chosen else _existing(c) for name, c in arms.items()}
-        from kagglekit import runner
+        from kagglekit.experiment import runner
         return grade(cfg, paths, runner.exp_dir(cfg))
     except (ValueError, FileExistsError, FileNotFoundError, KeyError, NonFiniteLossError, CheckpointError,
             OutOfMemory, DiskFullError) as exc:
@@ -96,7 +96,7 @@ def main(cfg: KeypointConfig, argv: Sequence[str] | None = None) -> int:
 
 
 def _existing(cfg: KeypointConfig) -> Path:
-    from kagglekit import runner
+    from kagglekit.experiment import runner
     path = runner.exp_dir(cfg) / "metrics.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: arm {cfg.name} has not run; include it in --arms")

@@ -13,19 +13,20 @@ import torch
 from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
-from kagglekit import paths
-from kagglekit.engine.distributed import local_device
+from kagglekit.experiment.setup import workspace_for
 from kagglekit.experiment.contract import MetricSpec
 from kagglekit.tasks.keypoints import lifecycle as KL
-from kagglekit.io import load_json, save_json, write_text
+from kagglekit.io import write_text
 from kagglekit.metrics.keypoints import COCO_SIGMAS, oks_map, pck
 from kagglekit.report.markdown import markdown_kv, markdown_table
 from kagglekit.report.plots import plot_history
+from kagglekit.store.records import RecordsManifest, read_records, require_image_ids, write_records
 from kagglekit.tasks.detection.convert import load_coco
 from kagglekit.tasks.keypoints.config import KeypointConfig
 from kagglekit.tasks.keypoints.convert import flip_pairs_from_names
 from kagglekit.tasks.keypoints.data import KeypointDataset, MixedDataset, keypoint_names
 from kagglekit.tasks.keypoints.model import KeypointModel, build_keypoint_rcnn, load_keypoint_weights
+from kagglekit.weights import any_pretrained
 
 log = logging.getLogger("kagglekit.keypoints")
 
@@ -74,6 +75,20 @@ def _best_match(bbox: Sequence[float], dets: list[dict[str, Any]], used: set[int
     return None
 
 
+def submission_keypoints(frame: pd.DataFrame, gt: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """A valid keypoint submission (``score x1 y1 v1 … xK yK vK`` per instance) → COCO keypoint
+    results on ``gt``'s images (category: ``gt``'s keypoint category)."""
+    by_key = {KL.image_key(im): im for im in gt["images"]}
+    category = next((c["id"] for c in gt["categories"] if c.get("keypoints")), gt["categories"][0]["id"])
+    per, results = 1 + 3 * k, []
+    for key, text in zip(frame["image_id"].astype(str), frame["PredictionString"].fillna("").astype(str)):
+        values = [float(t) for t in text.split()]
+        for b in range(0, len(values), per):
+            results.append({"image_id": int(by_key[key]["id"]), "category_id": category, "score": values[b],
+                            "keypoints": values[b + 1:b + per]})
+    return results
+
+
 class KeypointEvaluator:
     def __init__(self, gt: dict[str, Any], sigmas: np.ndarray, alpha: float) -> None:
         self.gt, self.sigmas, self.alpha, self.results = gt, sigmas, alpha, []
@@ -97,8 +112,8 @@ class KeypointTask:
         if cfg.n_folds != 1:
             raise ValueError(f"the keypoint task validates on the real val split: set n_folds=1 (got {cfg.n_folds})")
         self.cfg = cfg
-        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
-        self.device = local_device(cfg.device)
+        self.workspace = workspace_for(cfg)
+        self.root, self.device, self.inference = self.workspace.root, self.workspace.device, self.workspace.inference
 
     def prepare_demo(self) -> None:
         from kagglekit.demo.keypoints import prepare_keypoint_demo
@@ -168,7 +183,7 @@ class KeypointTask:
         detector = build_keypoint_rcnn(len(self.names), backbone=c.backbone, trainable_layers=c.trainable_backbone_layers,
                                        min_size=c.image_size, max_size=c.max_size, score_thresh=c.score_thresh,
                                        detections_per_image=c.detections_per_image,
-                                       pretrained=bool(c.init_weights or c.pretrained),
+                                       pretrained=any_pretrained(c.init_weights, c.pretrained),
                                        roi_batch_per_image=c.roi_batch_per_image, head_channels=c.keypoint_head_channels)
         if (c.init_weights or c.pretrained) and initial_weights:
             load_keypoint_weights(detector, c.init_weights, c.pretrained)
@@ -181,11 +196,12 @@ class KeypointTask:
 
     @torch.no_grad()
     def predict(self, model: KeypointModel, dataset: KeypointDataset, tta_flip: bool) -> list[dict[str, Any]]:
-        model = model.to(self.device).eval()
+        model = self.inference.prepare(model)
         results = []
         for i in tqdm(range(len(dataset)), desc="predict" + (" (flip TTA)" if tta_flip else ""), leave=False):
-            results += to_keypoint_results(model.predict(dataset.load_image(i).to(self.device), tta_flip),
-                                           dataset.images[i]["id"])
+            with self.inference.autocast():
+                instances = model.predict(dataset.load_image(i).to(self.device), tta_flip)
+            results += to_keypoint_results(instances, dataset.images[i]["id"])
         return results
 
     def scores(self, gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
@@ -196,27 +212,41 @@ class KeypointTask:
     def finalize(self, model: KeypointModel, fold: int, fold_dir: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"arm": "A (synthetic + real)" if self.cfg.use_synthetic else "B (real only)"}
         val = self.dataset("real_val", False)
-        save_json(KL.fold_results_path(fold_dir, "val"), self.predict(model, val, self.cfg.tta_flip))
+        self._write_results(fold_dir, fold, "val", val, self.predict(model, val, self.cfg.tta_flip))
         self._score_split(model, val, fold_dir, "val", out)
         if self.predict_test(model, fold, fold_dir, out):
             self._score_split(model, self.dataset("real_test", False), fold_dir, "test", out)
         out["score"] = out["val"]["oks_map"]
         return out
 
+    def _write_results(self, fold_dir: Path, fold: int, split: str, ds: KeypointDataset,
+                       results: list[dict[str, Any]], metric: float | None = None) -> None:
+        """``results`` of every image of ``ds`` → the records store ``fold_dir/evaluation/<split>/``."""
+        write_records(KL.fold_results_path(fold_dir, split).parent, results, RecordsManifest(
+            self.cfg.name, fold, split, "keypoints", [im["id"] for im in ds.images], [1],  # to_keypoint_results: category 1
+            tta_views=["original", "flipped"] if self.cfg.tta_flip else ["original"],
+            metric_name=self.metric.name if metric is not None else "", metric=metric))
+
     def _score_split(self, model: KeypointModel, ds: KeypointDataset, fold_dir: Path, split: str, out: dict[str, Any]) -> None:
-        """The split's saved results scored against its ground truth (+ without flip TTA when TTA is on)."""
-        out[split] = self.scores(ds.coco, load_json(KL.fold_results_path(fold_dir, split)))
+        """The split's saved results scored against its ground truth (+ without flip TTA when TTA is
+        on); the score goes into the store's manifest."""
+        directory = KL.fold_results_path(fold_dir, split).parent
+        results, manifest = read_records(directory, "keypoints", require_manifest=True)
+        require_image_ids(directory, manifest, [im["id"] for im in ds.images])
+        out[split] = self.scores(ds.coco, results)
+        self._write_results(fold_dir, manifest.fold, split, ds, results, float(out[split]["oks_map"]))
         if self.cfg.tta_flip:
             out[f"{split}_no_tta"] = self.scores(ds.coco, self.predict(model, ds, False))
 
     def predict_test(self, model: KeypointModel, fold: int, fold_dir: Path, fold_metrics: dict[str, Any]) -> bool:
         """COCO keypoint results of ``real_test_json``'s images (flip TTA when configured) →
-        ``fold_dir/evaluation/test/keypoint_results.json`` (False: real_test_json not set)."""
+        the records store ``fold_dir/evaluation/test/`` (``keypoint_results.json`` + ``manifest.json``;
+        False: real_test_json not set)."""
         if not self.cfg.real_test_json:
             log.info("real_test_json is not set: no test split to predict")
             return False
         ds = self.dataset("real_test", False)
-        save_json(KL.fold_results_path(fold_dir, "test"), self.predict(model, ds, self.cfg.tta_flip))
+        self._write_results(fold_dir, fold, "test", ds, self.predict(model, ds, self.cfg.tta_flip))
         return True
 
     def final_checkpoint(self, fold_dir: Path, fold_metrics: dict[str, Any]) -> Path:
@@ -253,10 +283,11 @@ class KeypointTask:
         files = [KL.KeypointBlend.results_path(d, "test") for d in member_dirs]
         if not all(f.exists() for f in files):
             return None
-        members = [load_json(f) for f in files]
+        images = self.dataset("real_test", False).coco["images"]
+        members = [KL.read_fold_results(Path(d) / "fold0", "test", images) for d in member_dirs]
         k = len(self.names)
         results = members[0] if len(members) == 1 else KL.fuse_keypoints(members, weights, k)
-        return KL.write_keypoint_submission(results, self.dataset("real_test", False).coco["images"], k, path)
+        return KL.write_keypoint_submission(results, images, k, path)
 
     def validate_submission(self, path: Path, reference: Path | None = None) -> list[str]:
         """``image_id,PredictionString`` against the real test images (or ``reference``'s image_id column)."""
@@ -267,6 +298,27 @@ class KeypointTask:
         ids = (pd.read_csv(reference, dtype=str)["image_id"].tolist() if reference else
                [KL.image_key(im) for im in self.dataset("real_test", False).coco["images"]])
         return KL.keypoint_submission_problems(frame, ids, len(self.names))
+
+    def score_submission(self, path: Path, solution: Path) -> dict[str, Any]:
+        """An ``image_id,PredictionString`` keypoint file (validated against the solution's images:
+        problems → ``SubmissionError``) → COCO keypoint results → OKS-mAP (``oks_map``, this
+        task's sigmas) against ``solution``: a COCO keypoints JSON, or ``val`` / ``test`` (the
+        configured real_val / real_test JSON)."""
+        from kagglekit.submission.rle import SubmissionError
+        solution = Path(solution)
+        named = {"val": "real_val", "test": "real_test"}
+        gt = self.coco(named[str(solution)]) if not solution.exists() and str(solution) in named else load_coco(solution)
+        k = len(self.names)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            raise SubmissionError(f"{path}: cannot read the CSV ({exc})", [f"cannot read the CSV ({exc})"]) from None
+        if problems := KL.keypoint_submission_problems(frame, [KL.image_key(im) for im in gt["images"]], k):
+            raise SubmissionError("\n".join([f"{path} has {len(problems)} problem(s):", *problems]), problems)
+        results = submission_keypoints(frame, gt, k)
+        m = oks_map(gt, results, self.sigmas)
+        return {self.metric.name: float(m["AP"]), "oks_map50": float(m["AP50"]), "oks_map75": float(m["AP75"]),
+                "images": len(gt["images"]), "instances": len(results)}
 
     def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
         sub = f"\n\nSubmission: `{summary['submission']}`\n" if summary.get("submission") else "\n"

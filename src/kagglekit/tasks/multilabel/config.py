@@ -1,7 +1,8 @@
 """Configuration of the multi-label image task (seed 000: door_state v20260511 / v20260515).
 
-Shared names (see :mod:`kagglekit.config`): ``pretrained`` is a local backbone weights file (old
-``pretrained_path``), ``hflip_p`` the training flip probability (old bool ``hflip``: true = 0.5),
+Shared names (see :mod:`kagglekit.config`): ``pretrained`` is the backbone's weights (old
+``pretrained_path``): off (``""`` / ``false``), a local file / folder, or ``true`` / a timm tag
+(``mobilenetv3_large_100.ra_in1k``) fetched and cached by timm (:mod:`kagglekit.weights.resolve`), ``hflip_p`` the training flip probability (old bool ``hflip``: true = 0.5),
 ``tta_scales`` relative image-size factors.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ class MultiLabelConfig(ExperimentConfig):
     states: tuple[str, ...] = ()  # "1,0=open" entries; empty: all-open → open, all-closed → closed, else mixed
     drop_states: tuple[str, ...] = ("unknown",)  # filtered when the manifest is built (seed 000)
     backbone: str = "mobilenetv3_large_100"
-    pretrained: str = ""  # local backbone weights file; empty = random init (logged)
+    pretrained: str = ""  # backbone weights: "" / false = random init (logged), a file / folder, true or a timm tag
     drop_rate: float = 0.2
     image_size: int = 384
     loss: Literal["bce", "focal"] = "bce"
@@ -38,6 +39,7 @@ class MultiLabelConfig(ExperimentConfig):
     compare_to: tuple[str, ...] = ()  # earlier experiments shown in the version table (same fold)
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
+    submission_values: Literal["labels", "probs"] = "labels"  # 0/1 at the OOF thresholds (or the state) | probabilities
     fold_strategy: FoldStrategy = "multilabel_stratified"
     epochs: int = 20
     batch_size: int = 64

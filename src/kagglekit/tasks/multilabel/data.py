@@ -414,7 +414,7 @@ def preflight_labels(csv_path: str | Path, image_root: str | Path, attributes: S
     """Every problem :func:`load_labels` would stop at, all at once, plus each listed image's
     header (exists, decodes): bad cells, duplicate images, missing / corrupt image files. Empty:
     the CSV loads and every image opens."""
-    from kagglekit.preflight import image_problems
+    from kagglekit.experiment.preflight import image_problems
     csv_path, source = Path(csv_path), str(csv_path)
     if not csv_path.is_file():
         return [f"{source}: label CSV not found; set data_dir / labels_csv to the folder holding it (or run with --demo)"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kagglekit.io import save_csv
-from kagglekit.oof import OOFError, iter_test_mean, missing_stores, read_predictions
+from kagglekit.store.arrays import OOFError, iter_test_mean, missing_stores, read_predictions
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import id_coverage_problems
 
@@ -34,9 +34,18 @@ def score(report: dict[str, Any], kind: str) -> float:
     return float(report["mAP"] if kind == "multilabel" else report["macro_f1"])
 
 
-def decisions(probs: np.ndarray, labels: Sequence[str], kind: str, thresholds: Sequence[float]) -> pd.DataFrame:
+def value_columns(labels: Sequence[str], kind: str, values: str = "labels") -> list[str]:
+    """The submission's columns after the id: one per attribute / state, or ``state``."""
+    return list(labels) if kind == "multilabel" or values == "probs" else ["state"]
+
+
+def decisions(probs: np.ndarray, labels: Sequence[str], kind: str, thresholds: Sequence[float],
+              values: str = "labels") -> pd.DataFrame:
     """(N, K) probabilities → the submission's value columns: 0/1 per attribute at ``thresholds``
-    (multilabel) or the argmax state (softmax)."""
+    (multilabel) or the argmax state (softmax); ``values="probs"``: the probabilities themselves,
+    one column per attribute / state (competitions scored by AP / log loss / AUC)."""
+    if values == "probs":
+        return pd.DataFrame(np.round(probs.astype(np.float64), 6), columns=list(labels))
     if kind == "multilabel":
         return pd.DataFrame((probs >= np.asarray(thresholds)[None]).astype(int), columns=list(labels))
     return pd.DataFrame({"state": [labels[int(i)] for i in probs.argmax(1)]})
@@ -53,14 +62,25 @@ def test_mean(exp_dir: Path, n_folds: int) -> tuple[list[str], np.ndarray] | Non
     return ids, np.concatenate(chunks)
 
 
+def _probability_problems(frame: pd.DataFrame, labels: Sequence[str]) -> list[str]:
+    numbers = frame[list(labels)].apply(pd.to_numeric, errors="coerce")
+    bad = (numbers.isna() | (numbers < 0) | (numbers > 1)).to_numpy()
+    if not bad.any():
+        return []
+    row, col = np.argwhere(bad)[0]
+    return [f"{int(bad.sum())} value(s) empty, not a number or outside [0, 1], e.g. row {row + 1} column {labels[col]}"]
+
+
 def submission_problems(frame: pd.DataFrame, test_ids: Sequence[str], labels: Sequence[str], kind: str,
-                        id_column: str) -> list[str]:
+                        id_column: str, values: str = "labels") -> list[str]:
     """Every problem of a submission frame: columns, each test id exactly once, values."""
-    expected = [id_column, *labels] if kind == "multilabel" else [id_column, "state"]
+    expected = [id_column, *value_columns(labels, kind, values)]
     if list(frame.columns) != expected:
         return [f"columns are {list(frame.columns)}; expected {expected}"]
     problems = id_coverage_problems(frame[id_column], test_ids, id_column)
-    if kind == "multilabel":
+    if values == "probs":
+        problems += _probability_problems(frame, labels)
+    elif kind == "multilabel":
         values = frame[list(labels)]
         bad = ~values.isin([0, 1]) & ~values.isin(["0", "1"])
         if bad.to_numpy().any():
@@ -74,10 +94,10 @@ def submission_problems(frame: pd.DataFrame, test_ids: Sequence[str], labels: Se
 
 
 def write_decisions(ids: Sequence[str], probs: np.ndarray, labels: Sequence[str], kind: str,
-                    thresholds: Sequence[float], id_column: str, path: Path) -> Path:
+                    thresholds: Sequence[float], id_column: str, path: Path, values: str = "labels") -> Path:
     """Validate, then write atomically (nothing is written when a problem is found)."""
-    frame = pd.concat([pd.DataFrame({id_column: list(ids)}), decisions(probs, labels, kind, thresholds)], axis=1)
-    problems = submission_problems(frame, ids, labels, kind, id_column)
+    frame = pd.concat([pd.DataFrame({id_column: list(ids)}), decisions(probs, labels, kind, thresholds, values)], axis=1)
+    problems = submission_problems(frame, ids, labels, kind, id_column, values)
     if problems:
         raise SubmissionError("\n".join([f"{path} would have {len(problems)} problem(s):", *problems]), problems)
     return save_csv(path, frame)
@@ -128,4 +148,31 @@ def write_blended_decisions(task: Any, tasks: Sequence[Any], member_dirs: Sequen
         raise OOFError("members' test predictions list different images; re-run their folds")
     w = np.asarray(weights, dtype=np.float64)
     probs = sum(wi * m[1] for wi, m in zip(w / max(w.sum(), 1e-12), means))
-    return write_decisions(means[0][0], probs, task.labels, task.cfg.kind, thresholds, task.submission_id_column, path)
+    return write_decisions(means[0][0], probs, task.labels, task.cfg.kind, thresholds, task.submission_id_column, path,
+                           task.cfg.submission_values)
+
+
+def submission_scores(frame: pd.DataFrame, id_column: str, labels: Sequence[str], kind: str, values: str) -> np.ndarray:
+    """A valid submission's value columns → (N, K) scores: probabilities, 0/1 decisions, or a
+    one-hot of the ``state`` column."""
+    if values == "probs" or kind == "multilabel":
+        return frame[list(labels)].apply(pd.to_numeric).to_numpy(np.float64)
+    index = {name: k for k, name in enumerate(labels)}
+    return np.eye(len(labels))[[index[s] for s in frame["state"].astype(str)]]
+
+
+def solution_targets(solution: Path, id_column: str, labels: Sequence[str], kind: str) -> tuple[list[str], np.ndarray]:
+    """Held-out labels: the id column + one 1/0/empty column per attribute (multilabel) or a
+    ``state`` column (softmax) → (ids, targets (N, K) with -1 = missing, or (N,) state indices)."""
+    frame = pd.read_csv(solution, dtype=str, keep_default_na=False)
+    wanted = [id_column, *(labels if kind == "multilabel" else ["state"])]
+    if missing := [c for c in wanted if c not in frame.columns]:
+        raise ValueError(f"{solution}: columns {missing} missing; expected {wanted}")
+    ids = frame[id_column].astype(str).tolist()
+    if kind == "multilabel":
+        cells = frame[list(labels)].replace({"": "-1"}).astype(float).to_numpy()
+        return ids, np.where(np.isin(cells, (0, 1)), cells, -1).astype(np.int64)
+    index = {name: k for k, name in enumerate(labels)}
+    if unknown := sorted(set(frame["state"]) - set(index)):
+        raise ValueError(f"{solution}: unknown state(s) {unknown[:5]}; expected one of {list(labels)}")
+    return ids, np.array([index[s] for s in frame["state"]], np.int64)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import logging
-
 import timm
 import torch
 from torch import nn
 
 from kagglekit.losses import focal_loss, masked_focal_bce
-
-log = logging.getLogger("kagglekit.multilabel")
+from kagglekit.weights import DEFAULT_MIN_MATCH, load_pretrained
 
 
 class TimmClassifier(nn.Module):
@@ -35,7 +32,8 @@ class TimmClassifier(nn.Module):
         if loss not in ("bce", "focal"):
             raise ValueError(f"loss {loss!r}: use 'bce' or 'focal'")
         self.kind, self.loss_kind, self.focal_gamma = kind, loss, focal_gamma
-        # pretrained=False always: weights only ever come from a local file (load_backbone_weights)
+        self.backbone_name = backbone  # the timm model a ``pretrained`` tag belongs to
+        # pretrained=False here: weights come from load_backbone_weights (one loader, one load report)
         self.model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, **timm_kwargs)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -55,15 +53,12 @@ class TimmClassifier(nn.Module):
         return masked_focal_bce(logits, target, self.focal_gamma if self.loss_kind == "focal" else 0.0)
 
 
-def load_backbone_weights(classifier: TimmClassifier, path: str) -> int:
-    """Load a local timm/torchvision-style state dict into the backbone (the classifier head is
-    skipped when its shape differs). Returns the number of tensors loaded."""
-    from kagglekit.tasks.segmentation.model import read_state_dict
-    target = classifier.model.state_dict()
-    state = {k.removeprefix("module.").removeprefix("model."): v for k, v in read_state_dict(path).items()}
-    loaded = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    if not loaded:
-        raise ValueError(f"pretrained {path}: no tensor matches backbone keys; is it the right architecture?")
-    classifier.model.load_state_dict(loaded, strict=False)
-    log.info("pretrained: loaded %d/%d backbone tensors from %s", len(loaded), len(target), path)
-    return len(loaded)
+def load_backbone_weights(classifier: TimmClassifier, pretrained: str, min_match: float = DEFAULT_MIN_MATCH) -> int:
+    """Load ``pretrained`` into the backbone: a local timm/torchvision-style state dict (or a saved
+    ``TimmClassifier``'s ``model.*``, an SMP ``tu-`` encoder's), a folder holding one, or a timm tag
+    of the backbone (``true``, ``ra_in1k``, ``mobilenetv3_large_100.ra_in1k``: timm's download and
+    cache). The classifier head stays re-initialised when its shape differs (reported). Returns the
+    number of tensors loaded (0 when ``pretrained`` is off)."""
+    report = load_pretrained(classifier.model, pretrained, kind="timm", model=classifier.backbone_name,
+                             what="pretrained", min_match=min_match)
+    return report.loaded if report else 0

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from kagglekit import paths
+from kagglekit.experiment.setup import workspace_for
 from kagglekit.cv import fold_ids, get_or_make_folds
-from kagglekit.engine.distributed import local_device
 from kagglekit.io import load_json
 from kagglekit.engine.swa import average_checkpoints, recompute_batchnorm
 from kagglekit.metrics.classification import multiclass_report, multilabel_report
 from kagglekit.experiment.contract import MetricSpec
-from kagglekit.oof import Manifest, PredictionWriter, read_predictions
+from kagglekit.store.arrays import Manifest, PredictionWriter, read_predictions
 from kagglekit.tasks.multilabel import data as D
 from kagglekit.tasks.multilabel import lifecycle as L
 from kagglekit.tasks.multilabel.config import MultiLabelConfig
@@ -87,9 +87,9 @@ class MultiLabelTask:
 
     def __init__(self, cfg: MultiLabelConfig) -> None:
         self.cfg = cfg
-        self.root = Path(cfg.data_dir) if cfg.data_dir else paths.input_root() / cfg.comp
-        self.folds_csv = paths.input_root() / cfg.comp / "folds.csv"  # writable even when data_dir is read-only
-        self.device = local_device(cfg.device)
+        self.workspace = workspace_for(cfg)
+        self.root, self.device, self.inference = self.workspace.root, self.workspace.device, self.workspace.inference
+        self.folds_csv = self.workspace.folds_csv  # input/<comp>/folds.csv when data_dir is read-only
         self._frame: pd.DataFrame | None = None
 
     # ---- data -------------------------------------------------------------------------------
@@ -174,11 +174,11 @@ class MultiLabelTask:
         c = self.cfg
         views = make_views(c.tta_scales, c.tta_flip)
         perm = list(c.flip_permutation) or None
-        model = model.to(self.device).eval()
-        forward = lambda x: model({"image": x})["logits"]  # noqa: E731
+        forward = self.inference.forward(model, "logits")
         activation = "sigmoid" if c.kind == "multilabel" else "softmax"
         probs, targets, ids = [], [], []
-        for batch in DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers):
+        loader = DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers)
+        for batch in tqdm(loader, desc="predict", leave=False):
             probs.append(tta_probs_classification(forward, batch["image"].to(self.device), views, activation, perm).cpu().numpy())
             targets.append(batch["target"].numpy())
             ids += list(batch["id"])
@@ -336,7 +336,24 @@ class MultiLabelTask:
         except (OSError, ValueError) as exc:
             return [f"{path}: cannot read the CSV ({exc})"]
         ids = (pd.read_csv(reference, dtype=str).iloc[:, 0] if reference else self.test_frame().iloc[:, 0]).tolist()
-        return L.submission_problems(frame, ids, self.labels, self.cfg.kind, self.submission_id_column)
+        return L.submission_problems(frame, ids, self.labels, self.cfg.kind, self.submission_id_column,
+                                     self.cfg.submission_values)
+
+    def score_submission(self, path: Path, solution: Path) -> dict[str, Any]:
+        """The submission's rows for ``solution``'s images (an id column + one 1/0/empty column
+        per attribute, or ``state``) scored like the OOF: mAP (multilabel, threshold-free; F1 at
+        0.5 for probabilities, as written for 0/1) or macro F1 of the states."""
+        from kagglekit.submission.rle import SubmissionError
+        ids, targets = L.solution_targets(Path(solution), self.submission_id_column, self.labels, self.cfg.kind)
+        frame = pd.read_csv(path, dtype={self.submission_id_column: str})
+        if problems := L.submission_problems(frame, ids, self.labels, self.cfg.kind, self.submission_id_column,
+                                             self.cfg.submission_values):
+            raise SubmissionError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems[:5]), problems)
+        scores = L.submission_scores(frame.set_index(frame[self.submission_id_column].astype(str)).loc[ids],
+                                     self.submission_id_column, self.labels, self.cfg.kind, self.cfg.submission_values)
+        thresholds = [0.5] * len(self.labels) if self.cfg.kind == "multilabel" else None
+        report = (self.report(scores, targets, thresholds) if thresholds else self.report(scores, targets))
+        return {self.metric.name: L.score(report, self.cfg.kind), "report": report}
 
     def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
         from kagglekit.io import write_text

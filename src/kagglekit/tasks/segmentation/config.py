@@ -1,7 +1,10 @@
 """Configuration of the segmentation task (the exp093 family's knobs, seed 003 defaults).
 
 Names shared with the other tasks (see :mod:`kagglekit.config`): ``backbone`` is the SMP encoder
-(old name ``encoder``), ``pretrained`` a local file of its weights (old ``pretrained_path``),
+(old name ``encoder``), ``pretrained`` its weights (old ``pretrained_path``): off (``""`` / ``false``), a
+local file / folder, or a tag fetched and cached by timm for ``tu-`` encoders (``true`` = timm's
+default, ``convnext_base.fb_in22k_ft_in1k``) or by SMP for its own (``imagenet``); see
+:mod:`kagglekit.weights.resolve`,
 ``hflip_p`` the training flip probability. ``tta_scales`` are *relative* factors of the
 inference size (detection's ``tta_sizes`` are absolute pixel sizes: another meaning, another name).
 """
@@ -23,7 +26,7 @@ class SegmentationConfig(ExperimentConfig):
     num_classes: int = 13
     arch: Literal["fpn", "deeplabv3plus", "unet"] = "fpn"
     backbone: str = "tu-convnext_base"  # SMP encoder name
-    pretrained: str = ""  # local encoder weights file; empty = random init (logged)
+    pretrained: str = ""  # encoder weights: "" / false = random init (logged), a file / folder, true or a timm tag
     use_depth_input: bool = False  # RGB + inverse depth as a 4th channel (exp093_5)
     depth_aux: bool = True  # depth head trained with depth_loss_weight · L1
     depth_loss_weight: float = 0.1
@@ -48,6 +51,34 @@ class SegmentationConfig(ExperimentConfig):
     predict_test: bool = True
     demo_train: int = 60
     demo_test: int = 16
+    # ---- data layout (tasks/segmentation/source.py); "nyuv2" = the seed's layout -------------------
+    layout: Literal["nyuv2", "folders"] = "nyuv2"
+    train_images: str = "train/images"  # folders: paths relative to the data root (or absolute)
+    train_masks: str = "train/masks"  # single-channel masks, pixel = competition class id
+    train_masks_csv: str = ""  # instead of train_masks: RLE rows in the rle_* format below
+    train_depth: str = ""  # optional 16-bit depth (mm) folder; read only when configured
+    train_ids_csv: str = ""  # optional: ids from this CSV's id_column (default: image file stems)
+    test_images: str = "test/images"
+    test_masks: str = ""  # optional test labels (kagglekit score, local evaluation)
+    test_depth: str = ""
+    test_ids_csv: str = ""
+    id_column: str = "id"
+    # ---- class table (tasks/segmentation/classes.py): competition ids <-> model indices ----------
+    class_ids: tuple[int, ...] = ()  # competition id of index 0..C-1; empty = 1..num_classes
+    class_names: tuple[str, ...] = ()
+    ignore_ids: tuple[int, ...] = (0,)  # void / unlabelled ids: not trained on, not scored
+    classes_csv: str = ""  # id,name rows (instead of class_ids/class_names)
+    # ---- submission (submission/masks.py); "nyuv2" = the seed's format ---------------------------
+    submission_format: Literal["nyuv2", "rle"] = "nyuv2"
+    rle_layout: Literal["per_class", "binary"] = "per_class"
+    rle_id_column: str = "ImageId"
+    rle_class_column: str = "ClassId"  # '' with rle_combined_id
+    rle_combined_id: str = ""  # e.g. "{image}_{class}"
+    rle_column: str = "EncodedPixels"
+    rle_order: Literal["F", "C"] = "F"  # column-major (most Kaggle comps) or row-major pixel numbering
+    rle_start: int = 1
+    rle_empty: Literal["omit", "blank"] = "omit"
+    sample_submission: str = "sample_submission.csv"  # relative to the data root; optional for rle
     monitor: str = "valid_miou"
     monitor_mode: MonitorMode = "max"
 

@@ -12,8 +12,9 @@ sees ``k - 1`` (0..12) and ``IGNORE_INDEX`` for void (:func:`label_to_target`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import albumentations as A
 import cv2
@@ -21,6 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from kagglekit.formats.images import FormatError, read_mask, read_rgb
+from kagglekit.tasks.segmentation.classes import ClassTable, class_table
+from kagglekit.tasks.segmentation.source import SplitFiles
 
 # id 1..13 order of nyuv2_labels13/classes.txt (= class13Mapping.mat:classNames).
 NYUV2_CLASSES: list[str] = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects",
@@ -35,7 +40,7 @@ _FIX_HINT = ("regenerate it (python -m kagglekit.demo.nyuv2 --out <root>) or re-
              "(python -m kagglekit.tasks.segmentation.convert --mat ... --mapping-dir ... --out <root>)")
 
 
-class DataError(ValueError):
+class DataError(FormatError):
     """Bad input data; the message names the file and says how to fix it."""
 
 
@@ -175,7 +180,7 @@ def build_valid_transform(input_hw: tuple[int, int] = (720, 960)) -> A.Compose:
                      additional_targets=ADDITIONAL_TARGETS)
 
 
-def _apply_transform(transform: A.Compose | None, image: np.ndarray, depth_m: np.ndarray,
+def _apply_transform(transform: A.Compose | None, image: np.ndarray, depth_m: np.ndarray | None,
                      label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Run ``transform`` on image (H, W, 3), depth (H, W) metres and target (H, W) together.
 
@@ -185,71 +190,123 @@ def _apply_transform(transform: A.Compose | None, image: np.ndarray, depth_m: np
     """
     if transform is None:
         return image, depth_m, label
-    kwargs = {"image": image, "depth": -depth_m}
+    # albumentations wants every additional target it was built with: a zero plane stands in
+    # for a split without depth (nearest resize / padding of zeros cost next to nothing)
+    depth_in = depth_m if depth_m is not None else np.zeros(image.shape[:2], np.float32)
+    kwargs = {"image": image, "depth": -depth_in}
     if label is not None:
         kwargs["mask"] = label
     out = transform(**kwargs)
     depth = -np.asarray(out["depth"], dtype=np.float32)
     depth[depth < 0] = 0.0  # padding -> missing
-    return out["image"], depth, (out["mask"] if label is not None else None)
+    return out["image"], (depth if depth_m is not None else None), (out["mask"] if label is not None else None)
 
 
-class NYUv2Dataset(torch.utils.data.Dataset):
-    """NYUv2-style RGB-D segmentation frames of ``<root>/<split>/{image,depth,label}/<id>.png``.
+@dataclass(frozen=True)
+class Readers:
+    """How one layout reads its files: image → (H, W, 3) uint8, mask → (H, W) int ids,
+    depth → (H, W) float32 metres."""
+
+    image: Callable[[Path], np.ndarray]
+    mask: Callable[[Path], np.ndarray]
+    depth: Callable[[Path], np.ndarray]
+
+
+def nyuv2_readers(max_label: int = NUM_CLASSES) -> Readers:
+    """The seed layout's strict readers (8-bit RGB PNG, 8-bit label PNG in 0..max_label)."""
+    return Readers(read_image, lambda p: read_label(p, max_label), read_depth)
+
+
+GENERIC_READERS = Readers(read_rgb, read_mask, read_depth)
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Frames of one split (:class:`~kagglekit.tasks.segmentation.source.SplitFiles`).
 
     Each item is a dict:
       - ``image``: float32 (C, H, W), RGB normalised with ImageNet mean/std; C = 4 with
         ``use_depth_input`` (4th channel = :func:`inverse_depth` of the transformed depth);
-      - ``depth``: float32 (1, H, W) metres, 0 = missing (target of an auxiliary depth head);
-      - ``mask``: int64 (H, W), classes 0..12 and IGNORE_INDEX for void/padding (only with labels);
+      - ``depth``: float32 (1, H, W) metres, 0 = missing (only when the split has depth files);
+      - ``mask``: int64 (H, W), class indices of the class table, IGNORE_INDEX for void/padding
+        (only with labels; masks hold competition ids, mapped through ``table``);
       - ``id``: str; ``orig_size``: int64 (2,) = (H0, W0) of the file before the transform.
     The transform must be geometry-only (built with ``additional_targets={'depth': 'mask'}``);
-    normalisation happens here, after it.
+    normalisation happens here, after it. ``labels``: id → (H, W) competition ids for masks that
+    come from an RLE CSV (overrides ``files.masks``).
     """
 
-    def __init__(self, root: str | Path, ids: Sequence[str], split: str = "train",
-                 transform: A.Compose | None = None, use_depth_input: bool = False,
-                 with_labels: bool = True) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.root, self.split, self.ids = Path(root), split, [str(i) for i in ids]
-        self.transform, self.use_depth_input, self.with_labels = transform, use_depth_input, with_labels
+    def __init__(self, files: SplitFiles, table: ClassTable, transform: A.Compose | None = None,
+                 use_depth_input: bool = False, with_labels: bool = True, readers: Readers = GENERIC_READERS,
+                 labels: Callable[[str], np.ndarray] | None = None) -> None:
+        if use_depth_input and files.depth is None:
+            raise DataError(f"use_depth_input=true but split {files.name} has no depth files; set "
+                            f"{files.name}_depth to the depth folder or use_depth_input=false")
+        self.files, self.table, self.ids = files, table, list(files.ids)
+        self.transform, self.use_depth_input, self.readers = transform, use_depth_input, readers
+        self.with_labels = with_labels and (files.masks is not None or labels is not None)
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def path(self, kind: str, frame_id: str) -> Path:
-        """``<root>/<split>/<kind>/<id>.png`` for kind in image, depth, label."""
-        return self.root / self.split / kind / f"{frame_id}.png"
+    def _mask(self, frame_id: str) -> tuple[np.ndarray, Path | str]:
+        if self.labels is not None:
+            return self.labels(frame_id), f"{self.files.masks_csv} ({frame_id})"
+        path = self.files.masks[frame_id]
+        return self.readers.mask(path), path
 
-    def _load(self, frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        image = read_image(self.path("image", frame_id))
-        depth = read_depth(self.path("depth", frame_id))
-        label = read_label(self.path("label", frame_id)) if self.with_labels else None
-        shapes = {"image": image.shape[:2], "depth": depth.shape}
-        if label is not None:
-            shapes["label"] = label.shape
+    def _load(self, frame_id: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """image (H, W, 3) uint8, depth (H, W) metres or None, target (H, W) uint8 or None."""
+        image = self.readers.image(self.files.images[frame_id])
+        depth = self.readers.depth(self.files.depth[frame_id]) if self.files.depth is not None else None
+        target, shapes = None, {"image": image.shape[:2]}
+        if depth is not None:
+            shapes["depth"] = depth.shape
+        if self.with_labels:
+            mask, where = self._mask(frame_id)
+            target, shapes["label"] = self.table.to_target(mask, where), mask.shape
         if len(set(shapes.values())) > 1:
-            raise DataError(f"{self.root / self.split}/*/{frame_id}.png: image, depth and label sizes "
-                            f"differ {shapes}; {_FIX_HINT}")
-        return image, depth, label
+            raise DataError(f"{self.files.images[frame_id]}: image, depth and label sizes differ {shapes} "
+                            f"(id {frame_id}); {_FIX_HINT}")
+        return image, depth, target
 
     def __getitem__(self, index: int) -> dict:
         frame_id = self.ids[index]
-        image, depth, label = self._load(frame_id)
+        image, depth, target = self._load(frame_id)
         orig_size = torch.tensor(image.shape[:2], dtype=torch.int64)
-        target = label_to_target(label).astype(np.uint8) if label is not None else None  # 255 fits
         image, depth, target = _apply_transform(self.transform, image, depth, target)
         rgb = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         channels = [rgb.transpose(2, 0, 1)]
         if self.use_depth_input:
             channels.append(inverse_depth(depth)[None])
         item = {"image": torch.from_numpy(np.ascontiguousarray(np.concatenate(channels, 0))),
-                "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None]),
                 "id": frame_id, "orig_size": orig_size}
+        if depth is not None:
+            item["depth"] = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None])
         if target is not None:
             item["mask"] = torch.from_numpy(np.asarray(target).astype(np.int64))
         return item
+
+
+class NYUv2Dataset(SegmentationDataset):
+    """The seed preset: ``<root>/<split>/{image,depth,label}/<id>.png`` with the strict NYUv2
+    readers, depth always read, labels 0 = void / k = class k of the 13 (or ``num_classes``)."""
+
+    def __init__(self, root: str | Path, ids: Sequence[str], split: str = "train",
+                 transform: A.Compose | None = None, use_depth_input: bool = False,
+                 with_labels: bool = True, num_classes: int = NUM_CLASSES) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root, self.split = Path(root), split
+        ids = tuple(str(i) for i in ids)
+        files = SplitFiles(split, ids, *(({i: self.root / split / k / f"{i}.png" for i in ids})
+                                         for k in ("image", "label", "depth")))
+        super().__init__(files, class_table(num_classes), transform, use_depth_input, with_labels,
+                         nyuv2_readers(num_classes))
+
+    def path(self, kind: str, frame_id: str) -> Path:
+        """``<root>/<split>/<kind>/<id>.png`` for kind in image, depth, label."""
+        return self.root / self.split / kind / f"{frame_id}.png"
 
 
 def check_dataset(root: str | Path, split: str = "train", with_labels: bool | None = None) -> list[str]:
@@ -279,46 +336,60 @@ def check_dataset(root: str | Path, split: str = "train", with_labels: bool | No
 # Pre-flight
 # ------------------------------------------------------------------------------------------------
 
-_MODES = {"image": (("RGB",), "8-bit RGB"), "depth": (("I;16", "I;16B", "I;16L"), "16-bit greyscale in millimetres")}
+_NYUV2_MODES = {"image": (("RGB",), "8-bit RGB"), "depth": (("I;16", "I;16B", "I;16L"), "16-bit greyscale in millimetres")}
+_ANY_MODES = {"image": (None, "an RGB or greyscale image"), "depth": (("I;16", "I;16B", "I;16L"), "16-bit greyscale in millimetres")}
 
 
-def _frame_problems(root: Path, split: str, frame_id: str, num_classes: int, with_labels: bool) -> list[str]:
-    """Problems of one frame's files: image and depth headers (exists, decodes, mode), the label
-    fully decoded (values in 0..num_classes via :func:`read_label`), and equal sizes."""
-    from kagglekit.preflight import IMAGE_ERRORS, image_header
-    problems, sizes = [], {}
-    for kind in ("image", "depth", "label") if with_labels else ("image", "depth"):
-        path = root / split / kind / f"{frame_id}.png"
-        if not path.is_file():
-            problems.append(f"{path}: {kind} file not found; {_FIX_HINT}")
-            continue
+def _header_problem(path: Path, kind: str, modes: dict, fix: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(problem, (H, W)) of an image / depth file from its header (pixels not decoded)."""
+    from kagglekit.experiment.preflight import IMAGE_ERRORS, image_header
+    if not path.is_file():
+        return f"{path}: {kind} file not found; {fix}", None
+    try:
+        (w, h), mode = image_header(path)
+    except IMAGE_ERRORS as exc:
+        return f"{path}: cannot decode {kind} ({type(exc).__name__}: {exc}); the file is corrupt or truncated, {fix}", None
+    allowed, wanted = modes[kind]
+    if allowed is not None and mode not in allowed:
+        return f"{path}: {kind} must be {wanted}, got PIL mode {mode!r}; {fix}", None
+    return None, (h, w)
+
+
+def _frame_problems(dataset: SegmentationDataset, frame_id: str, modes: dict, fix: str) -> list[str]:
+    """Problems of one frame: image and depth headers (exists, decodes, mode), the mask fully
+    decoded and mapped through the class table, and equal sizes."""
+    files, problems, sizes = dataset.files, [], {}
+    kinds = [("image", files.images)] + ([("depth", files.depth)] if files.depth is not None else [])
+    for kind, paths in kinds:
+        problem, hw = _header_problem(paths[frame_id], kind, modes, fix)
+        problems += [problem] if problem else []
+        if hw:
+            sizes[kind] = hw
+    if dataset.with_labels:
         try:
-            if kind == "label":
-                sizes[kind] = read_label(path, num_classes).shape
-                continue
-            (w, h), mode = image_header(path)
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
-        except IMAGE_ERRORS as exc:
-            problems.append(f"{path}: cannot decode {kind} PNG ({type(exc).__name__}: {exc}); the file is corrupt "
-                            f"or truncated, {_FIX_HINT}")
-            continue
-        modes, wanted = _MODES[kind]
-        if mode not in modes:
-            problems.append(f"{path}: {kind} must be {wanted}, got PIL mode {mode!r}; {_FIX_HINT}")
-            continue
-        sizes[kind] = (h, w)
+            mask, where = dataset._mask(frame_id)
+            dataset.table.to_target(mask, where)
+            sizes["label"] = mask.shape
+        except FormatError as exc:
+            problems.append(str(exc) if "not found" not in str(exc) else f"{exc}; {fix}")
     if len(set(sizes.values())) > 1:
-        problems.append(f"{root / split}/*/{frame_id}.png: image, depth and label sizes differ {sizes}; {_FIX_HINT}")
+        problems.append(f"{files.images[frame_id]}: image, depth and label sizes differ {sizes} (id {frame_id}); {fix}")
     return problems
 
 
-def preflight_split(root: str | Path, split: str, num_classes: int = NUM_CLASSES, with_labels: bool = True) -> list[str]:
-    """Every problem of the files ``<root>/<split>.csv`` lists (empty: all readable): the csv
-    itself, then per id image/depth (header: exists, decodes, mode), label (values in
-    0..num_classes) and matching sizes. Fast: image and depth pixels are not decoded."""
-    from kagglekit.preflight import parallel_map
+def preflight_dataset(dataset: SegmentationDataset, strict_nyuv2: bool = False) -> list[str]:
+    """Every problem of the files ``dataset`` reads (empty: all readable). Fast: image and depth
+    headers only; masks are decoded (their values must be in the class table)."""
+    from kagglekit.experiment.preflight import parallel_map
+    modes, fix = (_NYUV2_MODES, _FIX_HINT) if strict_nyuv2 else (_ANY_MODES, "check the file or the config path")
+    per_frame = parallel_map(lambda i: _frame_problems(dataset, i, modes, fix), dataset.ids)
+    return [p for problems in per_frame for p in problems]
+
+
+def preflight_split(root: str | Path, split: str, num_classes: int = NUM_CLASSES, with_labels: bool = True,
+                    depth: bool = True) -> list[str]:
+    """The seed layout's pre-flight: ``<root>/<split>.csv`` itself, then per id image / depth
+    (headers), label (values in 0..num_classes) and matching sizes."""
     root = Path(root)
     try:
         ids = read_ids(root / f"{split}.csv")
@@ -328,5 +399,7 @@ def preflight_split(root: str | Path, split: str, num_classes: int = NUM_CLASSES
         return [f"{root / f'{split}.csv'}: cannot parse the split file ({exc}); {_FIX_HINT}"]
     if not ids:
         return [f"{root / f'{split}.csv'}: lists no ids; {_FIX_HINT}"]
-    per_frame = parallel_map(lambda i: _frame_problems(root, split, i, num_classes, with_labels), ids)
-    return [p for problems in per_frame for p in problems]
+    dataset = NYUv2Dataset(root, ids, split, with_labels=with_labels, num_classes=num_classes)
+    if not depth:
+        dataset.files = SplitFiles(split, dataset.files.ids, dataset.files.images, dataset.files.masks)
+    return preflight_dataset(dataset, strict_nyuv2=True)

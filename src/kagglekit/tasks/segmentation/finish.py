@@ -5,45 +5,61 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pandas as pd
 
 from kagglekit.calibrate import best_temperature, temperature_table
-from kagglekit.ensemble import SegmentationBlendObjective
-from kagglekit.oof import OOFError, StoredPredictions, iter_blended_test_mean, merged_oof, missing_stores, read_predictions
+from kagglekit.ensemble.search import SegmentationBlendObjective
+from kagglekit.store.arrays import OOFError, StoredPredictions, iter_blended_test_mean, merged_oof, missing_stores, read_predictions
 from kagglekit.submission import nyuv2 as nyu
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import validate, write_submission
+from kagglekit.tasks.segmentation import submission as S
 
 
-def upsampled_labels(chunks: Iterable[tuple[list[str], np.ndarray]], orig_hw: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
-    """(ids, probs (B, C, h, w)) chunks → (id, NYUv2 label map (H, W) uint8 in 1..C) at ``orig_hw``."""
-    for ids, probs in chunks:
-        p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
-        if tuple(p.shape[-2:]) != tuple(orig_hw):
-            p = F.interpolate(p, size=tuple(orig_hw), mode="bilinear", align_corners=False)
-        labels = (p.argmax(1) + 1).to(torch.uint8).numpy()
-        yield from zip(ids, labels)
+def write_segmentation_submission(task: Any, pairs: Sequence[tuple[str, np.ndarray]],
+                                  sizes: dict[str, tuple[int, int]], out_path: Path) -> Path:
+    """Competition-id label maps → the configured format, validated (nothing written if invalid)."""
+    frame = S.submission_frame(pairs, task.table(), task.cfg)
+    if task.cfg.submission_format == "nyuv2":
+        shape = next(iter(sizes.values())) if len(set(sizes.values())) == 1 else None
+        return write_submission(frame, out_path, task.sample_path(), image_shape=shape, overwrite=True)
+    return S.write_rle_submission(frame, sizes, task.table(), task.cfg, task.sample_path(), out_path)
 
 
-def write_segmentation_submission(chunks: Iterable[tuple[list[str], np.ndarray]], orig_hw: tuple[int, int],
-                                  sample_csv: Path, out_path: Path) -> Path:
-    """Validate against ``sample_csv`` and write atomically (nothing is written if invalid)."""
-    pairs = list(upsampled_labels(chunks, orig_hw))
-    frame = nyu.nyuv2_submission([i for i, _ in pairs], [lab for _, lab in pairs], shape=tuple(orig_hw))
-    return write_submission(frame, out_path, sample_csv, image_shape=tuple(orig_hw), overwrite=True)
-
-
-def validation_problems(path: Path, sample_csv: Path, image_shape: tuple[int, int]) -> list[str]:
-    """Every problem of submission ``path`` against ``sample_csv`` (empty: valid)."""
+def validation_problems(task: Any, path: Path, sample_csv: Path, sizes: dict[str, tuple[int, int]]) -> list[str]:
+    """Every problem of submission ``path`` (empty: valid)."""
+    if task.cfg.submission_format == "rle":
+        try:
+            frame = S.read_rle_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            return [f"{path} is not a readable CSV: {exc}"]
+        return S.format_problems(frame, sizes, task.table(), task.cfg, sample_csv)
+    shapes = set(sizes.values())
     try:
-        validate(path, sample_csv, image_shape=tuple(image_shape))
+        validate(path, sample_csv, image_shape=shapes.pop() if len(shapes) == 1 else None)
     except SubmissionError as exc:
         return list(exc.problems) or [str(exc)]
     return []
+
+
+def decode_submission(task: Any, path: Path, sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """A valid submission → id → (H, W) competition-id label map (SubmissionError when invalid)."""
+    if problems := validation_problems(task, path, task.sample_path(), sizes):
+        raise SubmissionError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems[:5]), problems)
+    frame = S.read_rle_csv(path)
+    if task.cfg.submission_format == "nyuv2":
+        return {i: nyu.decode_nyuv2_submission(frame, i, shape=hw) for i, hw in sizes.items()}
+    return S.decode_mask_submission(frame, sizes, task.mask_format(), background=task.table().background)
+
+
+def score_submission(task: Any, path: Path, solution: Path) -> dict[str, Any]:
+    sizes = task.test_sizes()
+    predicted = decode_submission(task, path, sizes)
+    truth = S.truth_masks(solution, list(sizes), sizes, task.cfg)
+    return S.score_label_maps(predicted, truth, task.table())
 
 
 def score_experiment(task: Any, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -60,19 +76,22 @@ def score_experiment(task: Any, exp_dir: Path, fold_metrics: Sequence[dict[str, 
             "fold_miou": [f["oof_miou"] for f in fold_metrics], "confusion": summed[best_t].tolist()}
 
 
-def test_image_shape(exp_dir: Path) -> tuple[int, int]:
-    """(H, W) the test predictions are written back to (from fold 0's test manifest)."""
-    return tuple(read_predictions(exp_dir / "fold0" / "test").manifest.orig_hw)
+def test_sizes(exp_dir: Path) -> dict[str, tuple[int, int]]:
+    """Test id → (H, W) the predictions are written back to (fold 0's test manifest)."""
+    store = read_predictions(exp_dir / "fold0" / "test")
+    return store.manifest.sizes_by_id(store.ids)
 
 
 def write_blended_submission(task: Any, tasks: Sequence[Any], member_dirs: Sequence[Path], weights: Any,
                              path: Path) -> Path | None:
-    """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk → the validated NYUv2
-    submission (None when a member has no test predictions)."""
+    """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk, each image at its own
+    size → the validated submission (None when a member has no test predictions)."""
     if any(missing_stores(d, t.cfg.n_folds, "test") for t, d in zip(tasks, member_dirs)):
         return None
+    sizes = test_sizes(member_dirs[0])
     chunks = iter_blended_test_mean(member_dirs, [t.cfg.n_folds for t in tasks], weights)
-    return write_segmentation_submission(chunks, test_image_shape(member_dirs[0]), task.root / "sample_submission.csv", path)
+    pairs = list(S.upsampled_labels(chunks, sizes, task.table()))
+    return write_segmentation_submission(task, pairs, sizes, path)
 
 
 def report_experiment(task: Any, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:

@@ -1,5 +1,7 @@
 """Segmentation models: segmentation-models-pytorch decoders on timm encoders, an optional depth
-auxiliary head, 4-channel RGB-D input, and pretrained weights loaded only from a local file.
+auxiliary head, 4-channel RGB-D input, and encoder weights from ``pretrained`` (a local file or
+folder, or a tag: timm for ``tu-`` encoders, SMP's own for its native encoders; see
+:mod:`kagglekit.weights.resolve`).
 
 ``forward(batch) -> {"logits": (B, C, H, W), "depth": (B, 1, H, W)?, "loss": scalar?}``
 """
@@ -15,6 +17,11 @@ from segmentation_models_pytorch.base.heads import SegmentationHead
 from torch import nn
 
 from kagglekit.tasks.segmentation.losses import depth_l1, segmentation_ce
+from kagglekit.weights import DEFAULT_MIN_MATCH, is_off, load_pretrained, read_state_dict
+from kagglekit.weights.resolve import Kind
+
+__all__ = ["ARCHS", "LossSpec", "SegmentationModel", "build_network", "build_segmentation_model",
+           "encoder_weights_source", "load_encoder_weights", "read_state_dict"]
 
 log = logging.getLogger("kagglekit.segmentation")
 
@@ -32,7 +39,7 @@ class LossSpec:
 def build_network(arch: str, backbone: str, in_channels: int, num_classes: int) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r} unknown; use one of {sorted(ARCHS)}")
-    # encoder_weights=None: nothing is ever downloaded; weights come from load_encoder_weights.
+    # encoder_weights=None: the weights come from load_encoder_weights (one loader, one report).
     return ARCHS[arch](encoder_name=backbone, encoder_weights=None, in_channels=in_channels, classes=num_classes)
 
 
@@ -65,55 +72,32 @@ class SegmentationModel(nn.Module):
         return loss
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """safetensors or a ``weights_only`` torch file (a bare state dict or one under 'state_dict'/'model')."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"pretrained {path} does not exist; give a local weights file or pretrained=''")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return state
+def encoder_weights_source(backbone: str) -> tuple[Kind, str]:
+    """(library, model name) whose published weights a ``pretrained`` tag names for this SMP
+    encoder: timm for ``tu-<timm model>``, SMP itself for its native encoders."""
+    return ("timm", backbone[3:]) if backbone.startswith("tu-") else ("smp", backbone)
 
 
-def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """RGB conv kernel → ``in_channels`` by repeating and rescaling (timm ``adapt_input_conv``),
-    so the 4th (inverse-depth) channel starts from the RGB filters' response scale."""
-    from timm.models import adapt_input_conv
-    return adapt_input_conv(in_channels, weight)
-
-
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
-    """Load matching tensors into ``encoder`` (tries bare keys and the timm-universal ``model.``
-    prefix); adapts the first conv to the encoder's input channels. Returns tensors loaded."""
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
-    target = encoder.state_dict()
-    best: dict[str, torch.Tensor] = {}
-    for prefix in ("", "model.", "encoder.", "features."):
-        cand = {prefix + k: v for k, v in state.items() if prefix + k in target}
-        best = cand if len(cand) > len(best) else best
-    loaded = {}
-    for key, value in best.items():
-        if value.shape != target[key].shape and value.ndim == 4 and value.shape[1] == 3:
-            value = _adapt_input_conv(value, target[key].shape[1])
-        if value.shape == target[key].shape:
-            loaded[key] = value
-    if not loaded:
-        raise ValueError(f"pretrained {path}: no tensor matches the encoder's keys; is it the right architecture?")
-    encoder.load_state_dict(loaded, strict=False)
-    log.info("pretrained: loaded %d/%d encoder tensors from %s", len(loaded), len(target), path)
-    return len(loaded)
+def load_encoder_weights(encoder: nn.Module, pretrained: str | Path, backbone: str = "",
+                         min_match: float = DEFAULT_MIN_MATCH) -> int:
+    """Load ``pretrained`` (a local file / folder: a plain timm or torchvision state dict, an SMP or
+    kagglekit checkpoint; or a tag of ``backbone``'s library) into ``encoder``: keys mapped
+    (``model.`` / ``encoder.`` prefixes, timm ``stem.0`` ↔ ``tu-`` ``stem_0``), an RGB first conv
+    adapted to the encoder's input channels (4 for RGB-D), less than ``min_match`` of the encoder
+    matched is an error. Returns the tensors loaded (0 when ``pretrained`` is off)."""
+    kind, model = encoder_weights_source(backbone)
+    report = load_pretrained(encoder, pretrained, kind=kind, model=model or None, what="pretrained",
+                             min_match=min_match, adapt_input_conv=True)
+    return report.loaded if report else 0
 
 
 def build_segmentation_model(arch: str, backbone: str, in_channels: int, num_classes: int, loss: LossSpec,
                              depth_head: bool, pretrained: str = "") -> SegmentationModel:
+    """The segmentation network with ``pretrained`` encoder weights (random when off, logged)."""
     model = SegmentationModel(build_network(arch, backbone, in_channels, num_classes), loss, depth_head)
-    if pretrained:
-        load_encoder_weights(model.net.encoder, pretrained)
+    if not is_off(pretrained):
+        load_encoder_weights(model.net.encoder, pretrained, backbone)
     else:
-        log.info("pretrained=False: encoder %s randomly initialised (set pretrained=<local file> to load weights)", backbone)
+        log.info("pretrained=False: encoder %s randomly initialised (set pretrained=true, a tag or a local file "
+                 "to load weights)", backbone)
     return model

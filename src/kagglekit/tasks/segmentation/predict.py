@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kagglekit.metrics.segmentation import ConfusionMatrix
-from kagglekit.oof import Manifest, PredictionWriter
+from kagglekit.store.arrays import Manifest, PredictionWriter
 from kagglekit.tta.segmentation import View, tta_probs
 
 IGNORE = 255
@@ -48,42 +48,62 @@ def downsample_target(target: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
     return t.squeeze(1).to(torch.uint8).cpu().numpy()
 
 
-def _batch_orig_hw(batch: dict) -> tuple[int, int]:
-    sizes = {tuple(int(v) for v in s) for s in batch["orig_size"]}
-    if len(sizes) != 1:
-        raise ValueError(f"images of different original sizes in one batch {sorted(sizes)}; use valid_batch_size=1")
-    return next(iter(sizes))
+def batch_sizes(batch: dict) -> list[tuple[int, int]]:
+    """Each image's original (H, W) in the batch."""
+    return [(int(h), int(w)) for h, w in batch["orig_size"]]
+
+
+def batch_probs(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: "TTASpec",
+                sizes: Sequence[tuple[int, int]], temperatures: Sequence[float]) -> Iterator[dict[float, torch.Tensor]]:
+    """Per image, {T: probabilities (1, C, H_i, W_i)} at the image's own original size.
+
+    One size in the batch: the views' logits are upsampled straight to it (the seed's path).
+    Several: TTA at the network's input size, then each image's averaged probabilities resized
+    (bilinear) to its own size."""
+    if len(set(sizes)) == 1:
+        probs = tta_probs(forward, images, tta.views, sizes[0], temperatures, tta.average)
+        for i in range(len(sizes)):
+            yield {t: p[i:i + 1] for t, p in probs.items()}
+        return
+    probs = tta_probs(forward, images, tta.views, tuple(images.shape[-2:]), temperatures, tta.average)
+    for i, hw in enumerate(sizes):
+        yield {t: F.interpolate(p[i:i + 1], size=hw, mode="bilinear", align_corners=False) for t, p in probs.items()}
 
 
 @torch.no_grad()
 def predict_validation(forward: Callable[[torch.Tensor], torch.Tensor], loader: Iterable[dict],
-                       load_targets: Callable[[Sequence[str]], torch.Tensor], tta: TTASpec, num_classes: int,
-                       oof_scale: float, candidates: dict[float, PredictionWriter] | None,
+                       load_target: Callable[[str], torch.Tensor], tta: TTASpec, num_classes: int,
+                       store_hw: tuple[int, int], candidates: dict[float, PredictionWriter] | None,
                        device: torch.device) -> dict[float, ConfusionMatrix]:
-    """Per-temperature confusion matrices at the original label resolution; when ``candidates``
-    is given, each temperature's probabilities are also streamed into its writer at ``oof_scale``."""
+    """Per-temperature confusion matrices at each image's original label resolution; when
+    ``candidates`` is given, each temperature's probabilities are also streamed into its writer
+    at ``store_hw`` (area-averaged; targets nearest)."""
     confusions = {t: ConfusionMatrix(num_classes, ignore_index=IGNORE) for t in tta.temperatures}
     for batch in tqdm(loader, desc="valid TTA", leave=False):
-        hw = _batch_orig_hw(batch)
-        target = load_targets(batch["id"])
-        small_target = downsample_target(target, scaled_hw(hw, oof_scale))
-        probs = tta_probs(forward, batch["image"].to(device), tta.views, hw, tta.temperatures, tta.average)
-        target_np = target.numpy()
-        for t, p in probs.items():
-            confusions[t].update(p.argmax(1).to(torch.uint8).cpu().numpy(), target_np)
-            if candidates is not None:
-                candidates[t].write(batch["id"], downsample_probs(p, scaled_hw(hw, oof_scale)), small_target)
-        del probs
+        sizes = batch_sizes(batch)
+        per_image = batch_probs(forward, batch["image"].to(device), tta, sizes, tta.temperatures)
+        for frame_id, probs in zip(batch["id"], per_image):
+            target = load_target(frame_id)[None]  # (1, H, W)
+            small_target = downsample_target(target, store_hw) if candidates is not None else None
+            for t, p in probs.items():
+                confusions[t].update(p.argmax(1).to(torch.uint8).cpu().numpy(), target.numpy())
+                if candidates is not None:
+                    candidates[t].write([frame_id], downsample_probs(p, store_hw), small_target)
+            del probs
     return confusions
 
 
 @torch.no_grad()
 def predict_test(forward: Callable[[torch.Tensor], torch.Tensor], loader: Iterable[dict], tta: TTASpec,
-                 temperature: float, oof_scale: float, writer: PredictionWriter, device: torch.device) -> None:
+                 temperature: float, store_hw: tuple[int, int], writer: PredictionWriter, device: torch.device) -> None:
     for batch in tqdm(loader, desc="test TTA", leave=False):
-        hw = scaled_hw(_batch_orig_hw(batch), oof_scale)
-        probs = tta_probs(forward, batch["image"].to(device), tta.views, hw, (temperature,), tta.average)[temperature]
-        writer.write(batch["id"], probs.cpu().numpy())
+        sizes = batch_sizes(batch)
+        if len(set(sizes)) == 1:  # the seed's path: probabilities straight at the store size
+            probs = tta_probs(forward, batch["image"].to(device), tta.views, store_hw, (temperature,), tta.average)
+            writer.write(batch["id"], probs[temperature].cpu().numpy())
+            continue
+        for frame_id, probs in zip(batch["id"], batch_probs(forward, batch["image"].to(device), tta, sizes, (temperature,))):
+            writer.write([frame_id], downsample_probs(probs[temperature], store_hw))
 
 
 def open_candidates(final_dir: Path, manifest: Manifest, temperatures: Sequence[float]) -> dict[float, PredictionWriter]:
