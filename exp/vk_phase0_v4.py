@@ -9,8 +9,8 @@ Exit code: PASS 0, MARGINAL 10, FAIL 20.
         --set synthetic_json=phase0_v4/annotations/coco.json --set synthetic_mapping=synth24_to_carfusion14 \\
         --set sigmas=<14 values>
 
-Without the v1 checkpoint, ``--set init_weights=COCO_V1`` starts from torchvision's COCO Keypoint R-CNN
-(the keypoint head is re-initialised for K keypoints; cached under ``TORCH_HOME``).
+Without ``--set init_weights=<v1 checkpoint>`` it starts from torchvision's COCO Keypoint R-CNN
+(``init_weights=COCO_V1``, cached under ``TORCH_HOME``; the keypoint head is re-initialised for K).
 """
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from kagglekit.tasks.keypoints.config import KeypointConfig
 from kagglekit.tasks.keypoints.phase0 import main
 
 CFG = KeypointConfig(name=Path(__file__).stem, epochs=25, image_size=480, batch_size=16, lr=2e-4, real_oversample=8,
-                     baseline=0.2199, margin=0.02, gate_metric="test.oks_map")
+                     baseline=0.2199, margin=0.02, gate_metric="test.oks_map", init_weights="COCO_V1")
 
 if __name__ == "__main__":
     raise SystemExit(main(CFG))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' import-time version check is a network call
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download weights (huggingface_hub reads this at import)
 
 import pytest  # noqa: E402
 import torch

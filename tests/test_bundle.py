@@ -9,10 +9,15 @@ The .pth points at a folder of symlinks to /work/main/.venv's site-packages entr
 kagglekit's own (``__editable__.kagglekit*.pth`` and ``kagglekit-*.dist-info``): a plain .pth path
 line would not import the editable kagglekit (nested .pth files are not processed), but its
 dist-info would still be visible to pip / importlib.metadata, and pip would then refuse the wheel
-as "already installed with the same version". Excluding them makes kagglekit truly absent."""
+as "already installed with the same version". Excluding them makes kagglekit truly absent.
+
+The demo bundle assumes the whole dev venv is installed on the target (``--assume-installed`` = its
+freeze), so wheels/ holds kagglekit's wheel alone; the slow test removes a few inference
+dependencies from the emulated image and installs them from the bundle's repacked wheels."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as md
 import json
 import os
 import shutil
@@ -29,6 +34,7 @@ from kagglekit.ensemble.runner import EnsembleConfig, run_ensemble
 from kagglekit.cli import main as exp_main
 from kagglekit.tasks.segmentation.config import SegmentationConfig
 from kagglekit.workflow import bundle as B
+from kagglekit.workflow import wheels as W
 
 TINY = ["n_folds=2", "epochs=1", "demo_train=8", "demo_test=3", "input_h=64", "input_w=96", "crop_h=64", "crop_w=96",
         "infer_h=64", "infer_w=96", "tta_scales=0.75,1.0", "temperatures=0.7,1.0", "batch_size=4", "valid_batch_size=4",
@@ -45,8 +51,10 @@ def demo(tmp_path_factory):
         for cfg in EXPS:
             assert exp_main(cfg, ["--demo", *[a for s in TINY for a in ("--set", s)], "--fold", "all"]) == 0
         run_ensemble(EnsembleConfig(name="blend", members=("seg_a", "seg_b"), max_pixels_per_image=500).demo())
+        freeze = root / "dev_freeze.txt"  # the target image has every dependency: wheels/ = kagglekit's alone
+        freeze.write_text("".join(f"{d.metadata['Name']}=={d.version}\n" for d in md.distributions()))
         args = argparse.Namespace(exps=["seg_a", "seg_b"], ensemble="blend", out=root / "bundle",
-                                  output=root / "output/demo", overwrite=False, no_wheel=False)
+                                  output=root / "output/demo", overwrite=False, no_wheel=False, assume_installed=freeze)
         assert B.main(args) == 0
         yield root
     finally:
@@ -59,7 +67,10 @@ def test_bundle_layout_and_manifest(demo):
                 "configs/seg_b.json", "metrics/seg_a/fold0.json", "metrics/seg_b/fold1.json", "ensemble.json",
                 "infer.py", "README.txt", "MANIFEST.json"):
         assert (bundle / rel).is_file(), rel
-    assert len(list((bundle / "wheels").glob("kagglekit-*.whl"))) == 1
+    assert [p.name for p in (bundle / "wheels").iterdir()] == [next((bundle / "wheels").glob("kagglekit-*.whl")).name]
+    wheels = json.loads((bundle / "wheels.json").read_text())
+    assert [(w["name"], w["source"]) for w in wheels["wheels"]] == [("kagglekit", W.BUILT)]
+    assert {"torch", "numpy", "timm"} <= set(wheels["assumed_installed"]) and wheels["modules"]["sklearn"] == "scikit-learn"
     spec = json.loads((bundle / "ensemble.json").read_text())
     weights = json.loads((demo / "output/demo/ensemble/blend/weights.json").read_text())
     assert spec["members"] == ["seg_a", "seg_b"] and spec["weights"] == weights["weights"] and spec["n_folds"] == 2
@@ -99,15 +110,17 @@ def test_errors_are_clear(demo, tmp_path):
         B.verify_manifest(bad)
 
 
-def _kaggle_venv(tmp: Path) -> Path:
-    """Fresh venv (no pip, no network) + `.pth` → symlinks to the dev venv's site-packages minus kagglekit."""
+def _kaggle_venv(tmp: Path, *, pip: bool = False, without: tuple[str, ...] = ()) -> Path:
+    """Fresh venv (no network; pip only if asked) + `.pth` → symlinks to the dev venv's site-packages minus
+    kagglekit and minus the distributions in ``without`` (their top-level entries: package, .dist-info)."""
     venv = tmp / "venv"
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys._base_executable, "-m", "venv", *([] if pip else ["--without-pip"]), str(venv)], check=True)
     image = tmp / "kaggle_image"
     image.mkdir()
     dev_site = Path(sysconfig.get_paths()["purelib"])
+    removed = {f.parts[0] for name in without for f in md.distribution(name).files if f.parts[0] not in ("..", "__pycache__")}
     for entry in dev_site.iterdir():
-        if not entry.name.startswith(("__editable__", "kagglekit")):
+        if not entry.name.startswith(("__editable__", "kagglekit")) and entry.name not in removed:
             (image / entry.name).symlink_to(entry)
     py = venv / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -148,6 +161,50 @@ def test_infer_in_fresh_venv_matches_library(demo, tmp_path):
                                   library.sort_values(key).reset_index(drop=True))
     missing = _run(py, str(bundle / "infer.py"), "--data", str(tmp_path), "--out", str(sub), cwd=tmp_path)
     assert missing.returncode == 2 and "test.csv not found" in missing.stderr
+
+
+REMOVED = ("timm", "segmentation-models-pytorch", "safetensors", "albumentations", "albucore", "huggingface-hub",
+           "hf-xet", "stringzilla", "simsimd")  # inference dependencies the reduced image lacks (torch/numpy stay)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_bundle_installs_missing_dependencies_offline(demo, tmp_path, monkeypatch):
+    """An image without timm, SMP, safetensors, albumentations... (and their exclusive deps): the bundle,
+    built with --assume-installed = that image's pip freeze, carries them as wheels (pip download cannot
+    reach an index → repacked from the installed distributions); after installing only the kagglekit
+    wheel infer.py names the missing packages and the command; `pip install --no-index --no-deps
+    wheels/*.whl` then makes infer.py write the library's submission byte for byte."""
+    py = _kaggle_venv(tmp_path, pip=True, without=REMOVED)
+    gone = _run(py, "-c", "import timm", cwd=tmp_path)
+    assert gone.returncode != 0 and "No module named 'timm'" in gone.stderr
+    freeze = _run(py, "-m", "pip", "list", "--format=freeze", cwd=tmp_path)
+    assert freeze.returncode == 0 and "torch==" in freeze.stdout and "timm==" not in freeze.stdout, freeze.stderr
+    (tmp_path / "image_freeze.txt").write_text(freeze.stdout)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    bundle = B.build_bundle(None, tmp_path / "bundle", output=demo / "output/demo", ensemble="blend",
+                            deps=W.WheelOptions(assume_installed=tmp_path / "image_freeze.txt"))
+    info = json.loads((bundle / "wheels.json").read_text())
+    sources = {w["name"]: w["source"] for w in info["wheels"]}
+    assert sources.pop("kagglekit") == W.BUILT and set(sources) == set(REMOVED), sources
+    assert set(sources.values()) == {W.REPACKED} and "torch" in info["assumed_installed"]
+    assert "repacked from the installed distribution" in (bundle / "README.txt").read_text()
+    wheels = sorted(str(p) for p in (bundle / "wheels").glob("*.whl"))
+    only = _run(py, "-m", "pip", "install", "--no-index", "--no-deps", next(w for w in wheels if "/kagglekit-" in w), cwd=tmp_path)
+    assert only.returncode == 0, only.stdout + only.stderr
+    sub = tmp_path / "submission.csv"
+    infer = [str(bundle / "infer.py"), "--data", str(demo / "input/nyuv2_demo"), "--out", str(sub), "--device", "cpu"]
+    half = _run(py, *infer, cwd=tmp_path)
+    assert half.returncode == 1 and "is not installed (No module named" in half.stderr, half.stderr[-3000:]
+    assert f"pip install --no-index --find-links {bundle}/wheels " in half.stderr and "timm" in half.stderr
+    assert f"pip install --no-index --no-deps {bundle}/wheels/*.whl" in half.stderr
+    install = _run(py, "-m", "pip", "install", "--no-index", "--no-deps", *wheels, cwd=tmp_path)
+    assert install.returncode == 0, install.stdout + install.stderr
+    where = _run(py, "-c", "import timm, safetensors; print(timm.__file__, safetensors.__file__)", cwd=tmp_path)
+    assert where.stdout.count(str(tmp_path / "venv")) == 2, where.stdout + where.stderr
+    done = _run(py, *infer, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert sub.read_bytes() == (demo / "submissions/demo/blend.csv").read_bytes()
 
 
 def test_ensemble_with_own_tta_reuses_its_repredictions(tmp_path):

@@ -202,7 +202,7 @@ def test_a_folder_stands_for_the_weights_file_in_it(tmp_path):
 
 def test_renames_run_before_matching(tmp_path):
     dst = net(seed=2)
-    sd = {f"old_{k}": v for k, v in randomised(dst, 7).items()}
+    sd = {f"old_{k}": v for k, v in reversed(randomised(dst, 7).items())}  # other names AND order
     with pytest.raises(ValueError, match="no tensor matches"):
         load_matching(dst, sd)
     report = load_matching(dst, sd, renames=[lambda s: {k.removeprefix("old_"): v for k, v in s.items()}])
@@ -259,3 +259,16 @@ def test_saved_detection_model_fine_tunes_a_detector_with_another_class_count(tm
     assert torch.equal(a["rpn.head.conv.0.0.weight"], b["rpn.head.conv.0.0.weight"])
     assert torch.equal(a["roi_heads.box_head.fc6.weight"], b["roi_heads.box_head.fc6.weight"])
     assert b["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3
+
+
+def test_same_network_under_other_names_loads_by_order_only_when_complete():
+    """torchvision ↔ timm style renames: the whole target paired in order (but a short head);
+    a partial run of equal shapes is not enough."""
+    dst = net(seed=2)
+    sd = {f"other_{i}": v for i, v in enumerate(randomised(dst, 7).values())}
+    report = load_matching(dst, sd)
+    assert report.loaded == report.total == 9
+    assert all(torch.equal(v, dst.state_dict()[k]) for k, v in zip(dst.state_dict(), sd.values()))
+    bigger = nn.Sequential(*net(seed=3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3))
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_matching(bigger, sd)  # 9 of 15 in order: not the same network

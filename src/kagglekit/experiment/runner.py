@@ -53,6 +53,12 @@ def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrit
     return dist_utils.run_on_main(lambda: claim_fold_dir(fold_dir, cfg, resume, overwrite))
 
 
+# Where training starts from: a resumed fold continues from its own checkpoint, so a changed
+# ``pretrained`` / ``init_weights`` (e.g. an experiment's default becoming a hub tag) never blocks
+# ``--resume`` and is not even resolved (no download, no cache needed) when a checkpoint exists.
+INITIAL_WEIGHTS = ("pretrained", "init_weights")
+
+
 def claim_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> str:
     """Refuse to touch an existing fold output unless --resume (same config) or --overwrite; then
     write the config snapshot. One process only (rank 0); a fresh claim is exclusive, so two
@@ -83,7 +89,7 @@ def _check_resumable(fold_dir: Path, cfg: ExperimentConfig) -> None:
         log.warning("--resume: removed %s left by an interrupted write", path)
     if not (fold_dir / "config.json").exists():
         return
-    diffs = config_differences(cfg, load_json(fold_dir / "config.json"))
+    diffs = [d for d in config_differences(cfg, load_json(fold_dir / "config.json")) if d not in INITIAL_WEIGHTS]
     if diffs:
         raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config in {diffs}; "
                           "resume with the same settings or use --overwrite")
@@ -128,7 +134,8 @@ def discard_unstarted_fold(fold_dir: Path) -> None:
 def _train_fold(task: Task, cfg: ExperimentConfig, fold: int, fold_dir: Path, resume: bool) -> dict[str, Any]:
     with dist_utils.main_first():  # rank 0 makes folds.csv / converted annotations; the others read them
         train_ds, valid_ds = task.fold_datasets(fold)
-    result = fit(task.build_model(), train_ds, valid_ds, lambda: task.make_evaluator(valid_ds), fit_settings(cfg),
+    continuing = resume and any((fold_dir / "checkpoints" / n).exists() for n in ("last.pt", "last_prev.pt"))
+    result = fit(task.build_model(initial_weights=not continuing), train_ds, valid_ds, lambda: task.make_evaluator(valid_ds), fit_settings(cfg),
                  fold_dir / "checkpoints", fold_dir / "history.csv", resume=resume)
     metrics: dict[str, Any] = {"experiment": cfg.name, "fold": fold, "best_epoch": result.best_epoch,
                                f"best_{cfg.monitor}": result.best_score, "stopped_early": result.stopped_early}

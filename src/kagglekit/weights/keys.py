@@ -11,11 +11,14 @@ encoders) flattens the children of top-level ``nn.Sequential`` modules, so ``ste
 """
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Mapping, Sequence
 
 import torch
 
 KeyMap = dict[str, str]  # source key → target key
+ORDER_TAIL = 4  # a classifier head (weight, bias) or a head conv + its norm, left unpaired by order
+log = logging.getLogger("kagglekit.weights")
 
 
 def feature_name(key: str) -> str | None:
@@ -89,10 +92,38 @@ def _treatments(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.T
     return list(dict.fromkeys(plain + [(s, a) for s in strips for a in adds]))
 
 
+def order_key_map(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> KeyMap:
+    """Same network, other module names (torchvision ``mobilenet_v2`` ``features.N...`` ↔ timm
+    ``mobilenetv2_100`` ``conv_stem`` / ``blocks.i.j...``): tensors paired in registration order
+    (state-dict order) while their shapes agree; the first disagreement (a head of another class
+    count, another layer) ends the run. Classifier heads at the end are left unpaired."""
+    mapping: KeyMap = {}
+    for (src_key, src), (key, own) in zip(source.items(), target.items()):
+        if src.shape != own.shape:
+            break
+        mapping[src_key] = key
+    return mapping
+
+
 def best_key_map(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
                  prefixes: Sequence[str]) -> KeyMap:
     """The treatment (see module docstring) that maps most source tensors onto target tensors of the
-    same shape (then: of the same name); ties go to the earlier treatment, the unchanged keys first."""
+    same shape (then: of the same name); ties go to the earlier treatment, the unchanged keys first.
+    When no name treatment reaches half of the target, :func:`order_key_map` is tried too; it is
+    taken only when it pairs the whole target but a head of at most ``ORDER_TAIL`` tensors (the
+    same network under other names), never for a partial run."""
+    best = _best_by_name(source, target, prefixes)
+    if _score(best, source, target)[0] < len(target) / 2:
+        ordered = order_key_map(source, target)
+        if len(ordered) >= len(target) - ORDER_TAIL and len(ordered) > _score(best, source, target)[0]:
+            log.info("weights matched by tensor order (same shapes in the same order, other names): %d tensors, "
+                     "first %s → %s", len(ordered), *next(iter(ordered.items())))
+            return ordered
+    return best
+
+
+def _best_by_name(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                  prefixes: Sequence[str]) -> KeyMap:
     best: KeyMap = {}
     best_score = (0, 0)
     for strip, add in _treatments(source, target, prefixes):

@@ -8,9 +8,18 @@ Bundle layout::
     configs/<exp>.json                  resolved config (output/<exp>/fold0/config.json [+ the ensemble's TTA overrides])
     metrics/<exp>/fold<k>.json          the fold's metrics.json (``predict_test`` reads its OOF decisions, e.g. the temperature)
     ensemble.json                       task, members, blend weights, decisions (thresholds...), data paths per member
-    wheels/kagglekit-*.whl              this package (install: pip install --no-index --no-deps wheels/*.whl)
+    wheels/*.whl                        this package + every dependency wheel inference needs that the target
+                                        does not already have (install: pip install --no-index --no-deps wheels/*.whl)
+    wheels.json                         per wheel its name, version and source (pip download / repacked from the
+                                        installed distribution / built from the source checkout); the dependencies
+                                        and which module each provides (infer.py names a missing package with it)
     infer.py                            python infer.py --data <data dir> --out submission.csv [--device cpu]
     README.txt, MANIFEST.json           how to install and lay out --data; size + sha256 of every file
+
+Dependency wheels (:mod:`kagglekit.workflow.wheels`): kagglekit's runtime ``Requires-Dist``,
+transitively, minus ``--assume-installed FILE`` (a ``pip freeze`` of the target image), each from
+``pip download`` for ``--platform`` / ``--python-version`` or, offline on the same platform, repacked
+from the installed distribution.
 
 Inference (:func:`infer_main`, which ``infer.py`` calls) is the library's own path: each member's task
 rebuilt from its config with ``data_dir`` = ``--data`` → per fold ``build_model(initial_weights=False)``
@@ -36,30 +45,70 @@ from typing import Any, Iterator, Sequence
 
 from kagglekit import paths
 from kagglekit.io import load_json, save_json, write_bytes, write_text
+from kagglekit.workflow import wheels as W
 
 log = logging.getLogger("kagglekit.bundle")
 
 INSTALL = "pip install --no-index --no-deps wheels/*.whl"
 FORMAT = 2
 
-INFER_PY = '''#!/usr/bin/env python
-"""Offline inference for this bundle (written by `kagglekit bundle`).
+INFER_PY = """#!/usr/bin/env python
+\"\"\"Offline inference for this bundle (written by `kagglekit bundle`).
 
     pip install --no-index --no-deps wheels/*.whl     # once, no internet needed
     python infer.py --data /kaggle/input/<comp> --out submission.csv [--device cpu] [--set FIELD=PATH]
-"""
+\"\"\"
+import json
+import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
-try:
-    from kagglekit.workflow.bundle import infer_main
-except ImportError as exc:
-    sys.exit(f"kagglekit is not importable ({exc}); install it offline first: "
-             f"pip install --no-index --no-deps {Path(__file__).resolve().parent}/wheels/*.whl")
+BUNDLE = Path(__file__).resolve().parent
+
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed(name):
+    try:
+        metadata.distribution(name)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def missing_message(exc):
+    \"\"\"Which package is missing (wheels.json maps modules to packages) and how to install it from here.\"\"\"
+    info = json.loads((BUNDLE / "wheels.json").read_text()) if (BUNDLE / "wheels.json").exists() else {}
+    every = f"pip install --no-index --no-deps {BUNDLE}/wheels/*.whl"
+    module = (getattr(exc, "name", None) or "").partition(".")[0]
+    if not module:
+        return f"kagglekit cannot be imported ({exc}); install this bundle's wheels: {every}"
+    owners = info.get("modules", {}).get(module) or (metadata.packages_distributions().get(module) or [module])[0]
+    bundled = {canon(w["name"]): w["name"] for w in info.get("wheels", [])}
+    lost = [n for n in info.get("requires", []) if not installed(n)]
+    from_here = sorted({bundled[canon(n)] for n in [owners, *lost] if canon(n) in bundled})
+    absent = sorted({n for n in [owners, *lost] if canon(n) not in bundled})
+    lines = [f"package {owners!r} is not installed (No module named {module!r}), needed by this bundle's inference."]
+    if from_here:
+        lines.append(f"Install from this bundle: pip install --no-index --find-links {BUNDLE}/wheels "
+                     + " ".join(from_here) + f"   (or every wheel: {every})")
+    if absent:
+        lines.append(f"Not in this bundle (assumed present on the target image when it was built): {', '.join(absent)}; "
+                     "install them into the image, or rebuild the bundle with an --assume-installed list that omits them.")
+    return "\\n".join(lines)
+
 
 if __name__ == "__main__":
-    sys.exit(infer_main(sys.argv[1:], Path(__file__).resolve().parent))
-'''
+    try:
+        from kagglekit.workflow.bundle import infer_main
+        code = infer_main(sys.argv[1:], BUNDLE)
+    except ModuleNotFoundError as exc:
+        sys.exit(missing_message(exc))
+    sys.exit(code)
+"""
 
 LAYOUT = """\
   segmentation  test.csv, test/image/ + test/depth/ (PNG per id), sample_submission.csv
@@ -73,9 +122,12 @@ LAYOUT = """\
 README = """{title}
 {rule}
 
-Offline install (no internet, dependencies already in the image):
+Offline install (no internet; wheels/ holds kagglekit and every dependency inference needs that
+the target image was not assumed to have):
 
     {install}
+
+{wheels}
 
 Predict:
 
@@ -118,12 +170,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="experiments' root (default: output/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--no-wheel", action="store_true", help="skip building wheels/ (the bundle is then not installable offline)")
+    parser.add_argument("--assume-installed", type=Path, default=None, metavar="FILE",
+                        help="pip freeze / pip list --format=freeze of the target image: those packages are not bundled")
+    parser.add_argument("--platform", default=None, help="target platform tag for pip download (default: this interpreter's)")
+    parser.add_argument("--python-version", default=None, help="target Python X.Y (default: this interpreter's)")
+    parser.add_argument("--find-links", action="append", default=[], metavar="DIR", help="passed to pip download; repeatable")
+    parser.add_argument("--index-url", default=None, help="passed to pip download")
+    parser.add_argument("--extra-index-url", action="append", default=[], help="passed to pip download; repeatable")
+    parser.add_argument("--no-download", action="store_true",
+                        help="do not try pip download; repack the installed distributions (same platform/Python only)")
+
+
+def wheel_options(args: argparse.Namespace) -> W.WheelOptions:
+    """The dependency-wheel flags of ``kagglekit bundle`` (absent ones at their defaults)."""
+    return W.WheelOptions(assume_installed=getattr(args, "assume_installed", None), platform=getattr(args, "platform", None),
+                          python_version=getattr(args, "python_version", None),
+                          find_links=list(getattr(args, "find_links", None) or []), index_url=getattr(args, "index_url", None),
+                          extra_index_urls=list(getattr(args, "extra_index_url", None) or []),
+                          download=not getattr(args, "no_download", False))
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         out = build_bundle(args.exps, args.out, output=args.output, ensemble=args.ensemble,
-                           overwrite=args.overwrite, wheel=not getattr(args, "no_wheel", False))
+                           overwrite=args.overwrite, wheel=not getattr(args, "no_wheel", False), deps=wheel_options(args))
     except (BundleError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,8 +203,9 @@ def main(args: argparse.Namespace) -> int:
 
 # ---- build -------------------------------------------------------------------------------------
 def build_bundle(exps: Sequence[str] | None, out: Path, *, output: Path | None = None, ensemble: str | None = None,
-                 overwrite: bool = False, wheel: bool = True) -> Path:
-    """Write the bundle into a temp folder beside ``out`` and rename it into place when complete."""
+                 overwrite: bool = False, wheel: bool = True, deps: W.WheelOptions | None = None) -> Path:
+    """Write the bundle into a temp folder beside ``out`` and rename it into place when complete; ``wheel``:
+    wheels/ with kagglekit + its dependency wheels as ``deps`` says (default: every dependency, this interpreter)."""
     root = Path(output) if output else paths.output_root()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -150,10 +221,10 @@ def build_bundle(exps: Sequence[str] | None, out: Path, *, output: Path | None =
         write_text(tmp / "infer.py", INFER_PY)
         title = (f"kagglekit inference bundle ({spec['task']}): "
                  + (f"ensemble {ensemble} of {', '.join(spec['members'])}" if ensemble else ", ".join(spec["members"])))
-        write_text(tmp / "README.txt", README.format(title=title, rule="=" * len(title), install=INSTALL, layout=LAYOUT))
-        if wheel:
-            build_wheel(tmp / "wheels")
-        write_manifest(tmp)
+        wheels = bundle_wheels(tmp, deps or W.WheelOptions()) if wheel else None
+        write_text(tmp / "README.txt", README.format(title=title, rule="=" * len(title), install=INSTALL, layout=LAYOUT,
+                                                     wheels=wheels_text(wheels)))
+        write_manifest(tmp, wheels)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -322,6 +393,39 @@ def build_wheel(dst: Path) -> Path:
     return wheels[0]
 
 
+def bundle_wheels(bundle: Path, opts: W.WheelOptions) -> dict[str, Any]:
+    """wheels/: kagglekit's wheel (built from the checkout) + its dependency closure minus the assumed
+    packages; wheels.json records each wheel's source, the dependency names and module → package."""
+    try:
+        assumed = W.read_freeze(opts.assume_installed) if opts.assume_installed else {}
+        packages, requires = W.dependency_closure(W.ROOT, assumed)
+        own = build_wheel(bundle / "wheels")
+        records = [{"name": W.ROOT, "version": own.name.split("-")[1], "file": own.name, "source": W.BUILT}]
+        records += W.collect_wheels(bundle / "wheels", packages, opts)
+    except (W.WheelError, OSError) as exc:
+        raise BundleError(str(exc)) from exc
+    assumed_used = sorted(n for n in requires if n not in packages)
+    info = {"wheels": records, "requires": requires, "assumed_installed": assumed_used,
+            "modules": W.module_owners([W.ROOT, *requires]),
+            "target": {"platform": opts.platform or W.here_platform(),
+                       "python_version": opts.python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"}}
+    save_json(bundle / "wheels.json", info)
+    log.info("wheels/: %d wheels (%s), %d dependencies assumed installed", len(records),
+             ", ".join(f"{sum(r['source'] == s for r in records)} {s}" for s in (W.BUILT, W.DOWNLOADED, W.REPACKED)),
+             len(assumed_used))
+    return info
+
+
+def wheels_text(info: dict[str, Any] | None) -> str:
+    """README lines: each wheel and where it came from, and what the target must already have."""
+    if info is None:
+        return "(built with --no-wheel: wheels/ is empty; install kagglekit and its dependencies yourself)"
+    lines = ["wheels/ (file: source):"] + [f"  {r['file']}: {r['source']}" for r in info["wheels"]]
+    assumed = info["assumed_installed"]
+    lines.append("Assumed installed on the target (not bundled): " + (", ".join(assumed) if assumed else "nothing"))
+    return "\n".join(lines)
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -330,10 +434,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(bundle: Path) -> Path:
+def write_manifest(bundle: Path, wheels: dict[str, Any] | None = None) -> Path:
+    """MANIFEST.json: size + sha256 of every file, and which wheel came from where (wheels.json's list)."""
     files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     entries = [{"path": p.relative_to(bundle).as_posix(), "size": p.stat().st_size, "sha256": sha256(p)} for p in files]
-    return save_json(bundle / "MANIFEST.json", {"files": entries, "total_bytes": sum(e["size"] for e in entries)})
+    sources = {r["file"]: r["source"] for r in (wheels or {}).get("wheels", [])}
+    return save_json(bundle / "MANIFEST.json", {"files": entries, "total_bytes": sum(e["size"] for e in entries),
+                                                "wheel_sources": sources})
 
 
 def verify_manifest(bundle: Path) -> None:

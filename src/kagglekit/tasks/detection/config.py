@@ -104,6 +104,7 @@ class DetectionConfig(ExperimentConfig):
         coco128 = shared_data("coco128")
         scale = 0.3  # 640..800 px → 192..240 px
         common = dict(output_dir="output/demo", submissions_dir="submissions/demo", backbone="resnet18",
+                      pretrained="", init_weights="",  # demos never download (an experiment may default to COCO_V1)
                       trainable_backbone_layers=5, max_iters=150, eval_period=50, warmup_iters=20,
                       lr_milestones=(100, 130), lr=0.01, grad_clip=10.0, batch_size=2, num_workers=0, max_size=400,
                       roi_batch_per_image=128, score_thresh=0.05, keep_epoch_checkpoints=0,

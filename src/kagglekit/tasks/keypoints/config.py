@@ -70,6 +70,7 @@ class KeypointConfig(ExperimentConfig):
                        submissions_dir="submissions/demo", real_train_json="real_train.json",
                        real_val_json="real_test.json", real_test_json="real_test.json", real_image_dir=real_images,
                        synthetic_json="synthetic/annotations.json", synthetic_image_dir="synthetic/images",
-                       backbone="resnet18", trainable_backbone_layers=5, image_size=160, max_size=256, epochs=4,
+                       backbone="resnet18", pretrained="", init_weights="", trainable_backbone_layers=5,
+                       image_size=160, max_size=256, epochs=4,
                        roi_batch_per_image=64, keypoint_head_channels=(128,) * 4, detections_per_image=10,
                        batch_size=4, lr=1e-3, warmup_epochs=0.5, num_workers=0, grad_clip=10.0)

@@ -57,5 +57,5 @@ class MultiLabelConfig(ExperimentConfig):
         return replace(self, data_dir=str(real) if (real / "labels.csv").exists() else "input/doors_demo",
                        comp="doors_demo", test_csv=str(paths.input_root() / "doors_demo_test" / "test.csv"),
                        output_dir="output/demo", submissions_dir="submissions/demo", image_size=128,
-                       backbone="resnet10t", epochs=12, batch_size=32, lr=2e-3, num_workers=0, n_folds=4,
+                       backbone="resnet10t", pretrained="", epochs=12, batch_size=32, lr=2e-3, num_workers=0, n_folds=4,
                        swa_n=min(self.swa_n, 3), keep_epoch_checkpoints=min(self.keep_epoch_checkpoints, 3))
