@@ -118,6 +118,9 @@ def test_experiments_ensemble_and_rle_submission_scores_like_the_pipeline(traine
             truth = np.asarray(Image.open(coco_seg / "test" / "masks" / f"{frame_id}.png"))
             cm.update(p.argmax(1)[0].to(torch.uint8).numpy()[None], table.to_target(truth)[None])
     assert scored["mIoU"] == pytest.approx(iou_from_confusion(cm.matrix)[0], abs=1e-6)
+    cvs = [json.loads((out / "output" / c.name / "metrics.json").read_text())["cv"] for c in cfgs]
+    print(f"coco128 segmentation: OOF mIoU {cvs[0]:.4f} / {cvs[1]:.4f}, blend {summary.get('cv', float('nan')):.4f}, "
+          f"test submission mIoU {scored['mIoU']:.6f} = pipeline {iou_from_confusion(cm.matrix)[0]:.6f}")
     assert kagglekit_main(["score", str(own_csv), "--exp", cfgs[0].name, "--solution", str(coco_seg / "test" / "masks"),
                            "--output", str(out / "output")]) == 0
 

@@ -419,7 +419,7 @@ def bundle_wheels(bundle: Path, opts: W.WheelOptions) -> dict[str, Any]:
 def wheels_text(info: dict[str, Any] | None) -> str:
     """README lines: each wheel and where it came from, and what the target must already have."""
     if info is None:
-        return "(built with --no-wheel: wheels/ is empty; install kagglekit and its dependencies yourself)"
+        return "(built with --no-wheel: no wheels/; install kagglekit and its dependencies yourself)"
     lines = ["wheels/ (file: source):"] + [f"  {r['file']}: {r['source']}" for r in info["wheels"]]
     assumed = info["assumed_installed"]
     lines.append("Assumed installed on the target (not bundled): " + (", ".join(assumed) if assumed else "nothing"))
