@@ -51,6 +51,11 @@ def test_imagenet_weights_beat_random_init_on_real_doors(tmp_path, monkeypatch):
                                           for a in ("--set", s)]]
         assert main(cfg, args) == 0
         scores[name] = json.loads((tmp_path / f"output/demo/{name}/fold0/metrics.json").read_text())["score"]
+        section = (tmp_path / f"output/demo/{name}/fold0/report.md").read_text().split("## Initial weights")[-1]
+        if pretrained:  # the load report reaches the fold's report (and metrics.json)
+            assert "pretrained: loaded 312/314 tensors from" in section and str(weights) in section, section
+        else:
+            assert "random" in section, section
     print(f"fold 0 OOF mAP: ImageNet {scores['door_imagenet']:.4f}, random init {scores['door_random']:.4f}")
     assert scores["door_imagenet"] > scores["door_random"] + 0.05, scores
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kagglekit import paths
 from kagglekit.config import ConfigError, ExperimentConfig, config_differences, save_config
@@ -16,7 +17,7 @@ from kagglekit.engine.fit import FitSettings, fit
 from kagglekit.engine.seed import seed_everything
 from kagglekit.experiment import finish
 from kagglekit.experiment.contract import Task
-from kagglekit.io import file_lock, load_json, remove_stale_temps, save_json
+from kagglekit.io import file_lock, load_json, remove_stale_temps, save_json, write_text
 
 log = logging.getLogger("kagglekit")
 
@@ -135,17 +136,47 @@ def _train_fold(task: Task, cfg: ExperimentConfig, fold: int, fold_dir: Path, re
     with dist_utils.main_first():  # rank 0 makes folds.csv / converted annotations; the others read them
         train_ds, valid_ds = task.fold_datasets(fold)
     continuing = resume and any((fold_dir / "checkpoints" / n).exists() for n in ("last.pt", "last_prev.pt"))
-    result = fit(task.build_model(initial_weights=not continuing), train_ds, valid_ds, lambda: task.make_evaluator(valid_ds), fit_settings(cfg),
+    with captured_log("kagglekit") as weight_lines:  # the loaders' load reports / random-init notes
+        model = task.build_model(initial_weights=not continuing)
+    if continuing:
+        weight_lines = ["continued from the fold's checkpoint (pretrained / init_weights not loaded again)"]
+    result = fit(model, train_ds, valid_ds, lambda: task.make_evaluator(valid_ds), fit_settings(cfg),
                  fold_dir / "checkpoints", fold_dir / "history.csv", resume=resume)
     metrics: dict[str, Any] = {"experiment": cfg.name, "fold": fold, "best_epoch": result.best_epoch,
-                               f"best_{cfg.monitor}": result.best_score, "stopped_early": result.stopped_early}
+                               f"best_{cfg.monitor}": result.best_score, "stopped_early": result.stopped_early,
+                               "initial_weights": weight_lines}
     if dist_utils.is_main():
         metrics.update(task.finalize(result.eval_model, fold, fold_dir))
         metrics.update(metric=task.metric.name, mode=task.metric.mode, score=metrics.get(task.metric.fold_key))
         save_json(fold_dir / "metrics.json", metrics)
         task.report_fold(fold_dir, result.history, metrics)
+        append_report_section(fold_dir / "report.md", "Initial weights", weight_lines or ["(nothing logged)"])
     dist_utils.barrier()
     return metrics
+
+
+@contextmanager
+def captured_log(name: str, level: int = logging.INFO) -> Iterator[list[str]]:
+    """The messages logger ``name`` (and its children) emit at ``level`` or above while inside."""
+    lines: list[str] = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    old_level = logger.level
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def append_report_section(path: Path, title: str, lines: list[str]) -> None:
+    """``## title`` with one bullet per line at the end of a fold's report (written atomically)."""
+    text = path.read_text() if path.exists() else ""
+    write_text(path, text.rstrip("\n") + f"\n\n## {title}\n" + "".join(f"- {line}\n" for line in lines))
 
 
 def finish_experiment(cfg: ExperimentConfig) -> dict[str, Any] | None:
