@@ -144,7 +144,7 @@ class ToyTask:
     def fold_datasets(self, fold: int):
         return ToyDataset(64, 0), ToyDataset(32, 1)
 
-    def build_model(self):
+    def build_model(self, initial_weights: bool = True):  # the Task contract's signature
         if self.fail == "build_model":
             raise RuntimeError("injected failure in build_model")
         return ToyModel()
