@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 # albumentations asks PyPI for a newer version on import; demos and tests never touch the network
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: venv demo demo-mabe demo-detection test test-slow bench clean-demo
+.PHONY: venv demo demo-mabe demo-detection test test-slow bench gpu-check clean-demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,11 +46,22 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
+# Benchmarks print ratios against a baseline measured in the same run; run them on an idle machine.
 bench: venv
 	$(PY) bench/bench_miou.py
 	$(PY) bench/bench_ensemble.py
 	$(PY) bench/bench_tta.py
 	$(PY) bench/bench_coco_eval.py
+	$(PY) bench/bench_checkpoint.py
+	$(PY) bench/bench_ema.py
+	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_features.py
+	$(PY) bench/bench_mabe_metric.py
+
+# On a CUDA machine: every track at the seeds' model sizes (fp16 + GradScaler with kill/resume, bf16,
+# throughput vs a bare PyTorch loop, torchrun DDP) → bench/RESULTS-gpu.md. CPU rehearsal: --smoke.
+gpu-check: venv
+	$(PY) bench/gpu_check.py
 
 clean-demo:
 	rm -rf input/nyuv2_demo input/mabe_demo input/coco128_demo input/shapes_demo output/demo submissions/demo

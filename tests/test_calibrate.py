@@ -9,8 +9,10 @@ from sklearn.metrics import f1_score
 
 from kagglekit.calibrate import (
     SEED_TEMPERATURES,
+    TEMPERATURE_BOUNDS,
     WIDE_TEMPERATURES,
     best_temperature,
+    search_temperature,
     fit_temperature_nll,
     search_thresholds,
     temperature_nll,
@@ -125,3 +127,71 @@ def test_search_thresholds_tie_goes_to_lowest():
     assert res["thresholds"][0] == 0.2 and res["f1"][0] == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         search_thresholds(p, np.array([[2], [0], [0], [1]]))
+
+
+class _Curve:
+    """A score peaking at ``peak`` (a parabola in log T, like a real mIoU-vs-T curve near its
+    top); records every batch it is asked for (one batch = one validation pass)."""
+
+    def __init__(self, peak: float) -> None:
+        self.peak, self.calls = peak, []
+
+    def score(self, t: float) -> float:
+        return 0.5 - 0.1 * (np.log(t) - np.log(self.peak)) ** 2
+
+    def __call__(self, temperatures):
+        self.calls.append(list(temperatures))
+        return {t: self.score(t) for t in temperatures}
+
+
+def test_search_widens_a_grid_whose_best_is_its_edge():
+    """Issue 16 (`make demo`: best T = 2.0, the grid's largest, mIoU still rising): a curve
+    peaking at 3.5 with the grid ending at 2.0 → ≈3.5, interior, and the widening said."""
+    curve = _Curve(3.5)
+    assert best_temperature(temperature_table_of(curve, WIDE_TEMPERATURES))[0] == 2.0  # the old answer
+    result = search_temperature(curve, WIDE_TEMPERATURES)
+    assert result.best == pytest.approx(3.5, rel=0.03) and result.status == "interior" and result.interior
+    assert result.widened and result.initial == (0.5, 2.0) and result.searched[1] > 3.5 and result.searched[0] == 0.5
+    assert result.extra_passes == len(curve.calls) - 1 >= 2 and curve.calls[0] == list(WIDE_TEMPERATURES)
+    assert all(t > 2.0 for batch in curve.calls[1:] for t in batch)  # widened upward only
+    assert result.score == pytest.approx(curve.score(result.best)) and result.scores[result.best] == result.score
+    summary = result.summary()
+    assert summary["interior"] and summary["widened"] and summary["widen_factor"][0] == 1.0
+    assert summary["widen_factor"][1] == pytest.approx(result.searched[1] / 2.0)
+    assert summary["sentence"].startswith(f"Best T = {result.best:.3g} is an interior optimum")
+    assert "the grid 0.5–2 was widened to 0.5–" in summary["sentence"] and "upward" in summary["sentence"]
+
+
+def temperature_table_of(curve: _Curve, grid) -> pd.DataFrame:
+    return pd.DataFrame({"temperature": list(grid), "miou": [curve.score(t) for t in grid]})
+
+
+@pytest.mark.parametrize("peak", [0.85, 1.1, 1.4])
+def test_search_leaves_an_interior_optimum_unchanged(peak):
+    curve = _Curve(peak)
+    result = search_temperature(curve, WIDE_TEMPERATURES)
+    expected = best_temperature(temperature_table_of(curve, WIDE_TEMPERATURES))
+    assert (result.best, result.score) == (expected[0], pytest.approx(expected[1]))
+    assert len(curve.calls) == 1 and result.extra_passes == 0 and not result.widened and result.status == "interior"
+    assert result.sentence().endswith("grid 0.5–2, not widened.")
+
+
+def test_search_widens_downward_and_stops_at_the_bound():
+    low = search_temperature(_Curve(0.2), WIDE_TEMPERATURES)
+    assert low.best == pytest.approx(0.2, rel=0.03) and low.interior and low.searched[0] < 0.2 and low.searched[1] == 2.0
+    assert "downward" in low.sentence()
+    curve = _Curve(80.0)  # beyond the bound: the search says so instead of claiming an optimum
+    high = search_temperature(curve, WIDE_TEMPERATURES)
+    assert high.best == TEMPERATURE_BOUNDS[1] == high.searched[1] and high.status == "bound" and not high.interior
+    assert "at the search bound [0.05, 20]" in high.sentence() and max(max(c) for c in curve.calls) == 20.0
+
+
+def test_search_does_not_widen_a_flat_curve_or_a_single_temperature():
+    flat = _Curve(1.0)
+    flat.score = lambda t: 0.4  # one view: argmax does not depend on T
+    result = search_temperature(flat, SEED_TEMPERATURES)
+    assert (result.best, result.status, len(flat.calls)) == (1.0, "flat", 1)
+    single = search_temperature(_Curve(3.0), (1.0,))
+    assert (single.best, single.status, single.extra_passes) == (1.0, "single", 0)
+    with pytest.raises(ValueError, match="non-empty and > 0"):
+        search_temperature(_Curve(1.0), (0.0, 1.0))

@@ -88,3 +88,21 @@ def test_snapshot_roundtrip(tmp_path):
     data = load_json(tmp_path / "config.json")
     assert data["config_hash"] == config_hash(cfg) and data["tta_scales"] == [1.0]
     assert from_dict(SegmentationConfig, data) == cfg
+
+
+@pytest.mark.parametrize("item,message", [
+    ("tta_scales=0.75,x", "--set tta_scales=0.75,x: 'x' is not a float (expected a comma-separated list of float)"),
+    ("tta_scales=(0.75, 1.0, 1,25x)", "--set tta_scales=(0.75, 1.0, 1,25x): '25x' is not a float "
+                                      "(expected a comma-separated list of float)"),
+    ("class_weights=1,2,three", "--set class_weights=1,2,three: 'three' is not a float "
+                                "(expected a comma-separated list of float)"),
+    ("epochs=2.5", "--set epochs=2.5: '2.5' is not an int: it is a fraction"),
+    ("lr=fast", "--set lr=fast: 'fast' is not a float"),
+    ("tta_flip=maybe", "--set tta_flip=maybe: 'maybe' is not a boolean (true/false)"),
+    ("arch=segformer", "--set arch=segformer: 'segformer' is not one of ['fpn', 'deeplabv3plus', 'unet']"),
+])
+def test_set_errors_quote_the_whole_value_and_the_failing_element(item, message):
+    """Issue 16: the message quotes what was typed, not only the element that failed."""
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(SegmentationConfig(), [item])
+    assert str(info.value) == message

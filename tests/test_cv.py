@@ -276,3 +276,54 @@ def test_get_or_make_folds_reuses_the_file(tmp_path, table: pd.DataFrame) -> Non
         get_or_make_folds(path, table, "id", 10, "stratified", y="y")
     with pytest.raises(ValueError, match=r"does not match df \(ids differ"):
         get_or_make_folds(path, table.iloc[:-3], "id", K, "stratified", y="y")
+
+
+ZERO_PADDED = ["0001", "0010", "007", "0007", "01", "1", "0100", "020", "a01", "x"]
+
+
+def test_zero_padded_ids_round_trip_make_write_get_or_make(tmp_path) -> None:
+    """Issue 16: ids such as "0001" stay text through make_folds → folds.csv → get_or_make_folds."""
+    df = pd.DataFrame({"id": ZERO_PADDED, "y": [0, 1] * 5})
+    out = make_folds(df, 2, "kfold", seed=3)
+    path = write_folds(out, tmp_path / "folds.csv", "id")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "id,fold" and [ln.split(",")[0] for ln in lines[1:]] == ZERO_PADDED  # verbatim in the file
+    again = get_or_make_folds(path, df, "id", 2, "kfold", seed=99)  # read back: no false mismatch
+    assert again["id"].tolist() == ZERO_PADDED and again["fold"].tolist() == out["fold"].tolist()
+    assert write_folds(out, path, "id") == path  # the write-once comparison agrees too
+
+
+def test_kagglekit_folds_command_keeps_leading_zeros(tmp_path, monkeypatch) -> None:
+    """The reported bug: `kagglekit folds` read train.csv with ids parsed as numbers, wrote 1 for
+    0001, and the task then reported "N only in the file ... N only in the new frame"."""
+    from kagglekit.__main__ import main
+    ids = [f"{i:04d}" for i in range(60)]
+    csv = tmp_path / "train.csv"
+    pd.DataFrame({"id": ids, "y": [0, 1, 2] * 20}).to_csv(csv, index=False)
+    out = tmp_path / "folds.csv"
+    args = ["folds", "--comp", "c", "--csv", str(csv), "--id", "id", "--strategy", "stratified", "--y", "y",
+            "--n-splits", "3", "--out", str(out)]
+    assert main(args) == 0
+    assert pd.read_csv(out, dtype=str)["id"].tolist() == ids
+    task_frame = pd.DataFrame({"id": ids})  # how the tasks hand their ids (file stems / CSV text)
+    folds = get_or_make_folds(out, task_frame, "id", 3, "stratified")
+    assert folds["id"].tolist() == ids and sorted(folds["fold"].unique()) == [0, 1, 2]
+    assert main(args) == 0  # rerun: same assignment, the write-once file is accepted
+
+
+def test_folds_file_written_without_leading_zeros_still_matches(tmp_path, caplog) -> None:
+    """A folds.csv an older `kagglekit folds` wrote (0001 → 1) keeps working: matched one to
+    one, with a warning, the task's own ids kept; ambiguous ones (007 and 0007) are refused."""
+    ids = ["0001", "0010", "007", "0100"]
+    path = tmp_path / "folds.csv"
+    path.write_text("id,fold\n1,0\n10,1\n7,0\n100,1\n")
+    with caplog.at_level("WARNING", logger="kagglekit.cv"):
+        folds = get_or_make_folds(path, pd.DataFrame({"id": ids}), "id", 2, "kfold")
+    assert folds["id"].tolist() == ids and folds["fold"].tolist() == [0, 1, 0, 1]
+    assert "4 ids are written without their leading zeros" in caplog.text and "'0001'" in caplog.text
+    assert write_folds(folds, path, "id") == path and path.read_text() == "id,fold\n1,0\n10,1\n7,0\n100,1\n"
+    with pytest.raises(ValueError, match=r"does not match df.*without their leading zeros.*1 group\(s\) of ids become "
+                                         r"equal without them, e.g. \['007', '7'\]"):
+        get_or_make_folds(path, pd.DataFrame({"id": ids + ["7"]}), "id", 2, "kfold")
+    with pytest.raises(ValueError, match=r"e.g. \['007', '0007'\] and 1 ids differ even without them, e.g. \['100'\]"):
+        get_or_make_folds(path, pd.DataFrame({"id": ["0001", "0010", "007", "0007"]}), "id", 2, "kfold")

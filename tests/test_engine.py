@@ -198,10 +198,10 @@ def test_weighted_sampler_follows_dataset_weights():
     seen = []
     for epoch in range(3):
         loader = make_loader(ds, 8, train=True, seed=1, epoch=epoch)
-        seen += [int(i) for i in loader.sampler]
+        seen += [i for _, i in loader.sampler]
     heavy = sum(i < 4 for i in seen) / len(seen)
     assert heavy > 0.8  # 400 / 436 of the mass
-    again = [int(i) for i in make_loader(ds, 8, train=True, seed=1, epoch=0).sampler]
+    again = [i for _, i in make_loader(ds, 8, train=True, seed=1, epoch=0).sampler]
     assert again == seen[:40]  # seeded per epoch: resume-exact
 
 
@@ -235,8 +235,8 @@ def test_iteration_run_resumes_exactly_mid_data_pass(tmp_path):
 def test_skip_batches_continues_the_same_pass():
     from kagglekit.engine.data import make_loader
     ds = ToyDataset(40, 0)
-    whole = [int(i) for i in make_loader(ds, 8, train=True, seed=2, epoch=1).sampler]
-    rest = [int(i) for i in make_loader(ds, 8, train=True, seed=2, epoch=1, skip_batches=3).sampler]
+    whole = [i for _, i in make_loader(ds, 8, train=True, seed=2, epoch=1).sampler]
+    rest = [i for _, i in make_loader(ds, 8, train=True, seed=2, epoch=1, skip_batches=3).sampler]
     assert rest == whole[24:] and len(set(whole)) == 40
 
 
@@ -254,5 +254,5 @@ def test_repeat_factor_sampler_matches_lvis_rule():
     assert counts[30:].mean() / 200 == pytest.approx(2.5, abs=0.05)
     ds = ToyDataset(40, 0)
     ds.repeat_factors = factors
-    a = [int(i) for i in make_loader(ds, 8, train=True, seed=1, epoch=3).sampler]
+    a = [i for _, i in make_loader(ds, 8, train=True, seed=1, epoch=3).sampler]
     assert a == list(RepeatFactorSampler(factors, seed=1, epoch=3)) != list(RepeatFactorSampler(factors, seed=1, epoch=4))

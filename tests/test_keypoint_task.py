@@ -48,7 +48,7 @@ def test_mixed_sources_oversample_real_exactly_and_validate_on_real(in_tmp):
     train, valid = task.fold_datasets(0)
     n_real = len(train.sources[0])
     from kagglekit.engine.data import make_loader
-    seen = [int(i) for i in make_loader(train, 4, train=True, seed=0, epoch=0).sampler]
+    seen = [i for _, i in make_loader(train, 4, train=True, seed=0, epoch=0).sampler]
     counts = np.bincount(seen, minlength=len(train))
     assert (counts[:n_real] == 8).all() and (counts[n_real:] == 1).all()
     assert valid.coco["images"] and all(im["id"] in {i["id"] for i in task.coco("real_val")["images"]} for im in valid.coco["images"])

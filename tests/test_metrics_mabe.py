@@ -282,3 +282,33 @@ def test_scales_to_many_videos_and_long_intervals():
     out = mabe_score(sol, sub)
     assert time.perf_counter() - t0 < 5.0
     assert 0.9 < out < 1.0
+
+
+def test_reads_only_each_videos_first_behaviors_labeled():
+    # Official: ``filter(video)['behaviors_labeled'].first()``; later rows are never parsed.
+    sol = [sol_row(1, "attack", 0, 10), sol_row(1, "attack", 20, 30, labeled="not json"),
+           sol_row(2, "attack", 0, 10, labeled=None)]
+    # video 1: tp 20; video 2 (same lab, no prediction): fn 10 -> F1 = 40 / 50
+    assert score(sol, [sub_row(1, "attack", 0, 10), sub_row(1, "attack", 20, 30)]) == pytest.approx(0.8)
+
+
+def test_memory_does_not_grow_with_behaviors_labeled_per_row():
+    # Every solution row carries its video's JSON list (~4 KB here, 3000 rows = 11 MiB of text);
+    # copying them all into Python strings used to be the metric's largest allocation.
+    import tracemalloc
+    labeled = json.dumps([f"mouse1,mouse2,action{i:03d}" for i in range(200)] + ["mouse1,mouse2,attack"])
+    vids = np.repeat(np.arange(10), 300)
+    starts = np.tile(np.arange(300) * 50, 10)
+    sol = pd.DataFrame({"video_id": vids, "agent_id": "mouse1", "target_id": "mouse2", "action": "attack",
+                        "start_frame": starts, "stop_frame": starts + 20, "lab_id": (vids % 3).astype(str),
+                        "behaviors_labeled": labeled})
+    sub = sol[["video_id", "agent_id", "target_id", "action", "start_frame", "stop_frame"]].copy()
+    sub["stop_frame"] += 5
+    mabe_score(sol.iloc[:5], sub.iloc[:5])  # lazy imports out of the way
+    tracemalloc.start()
+    try:
+        assert mabe_score(sol, sub) == pytest.approx(40 / 45)  # per interval tp 20, fp 5: F1 = 2·20 / (2·20 + 5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * len(labeled) * len(sol), f"peak {peak / 2**20:.1f} MiB"

@@ -115,3 +115,71 @@ def test_writer_context_commits_or_discards(tmp_path):
             raise RuntimeError("killed mid-write")
     assert not list((tmp_path / "bad").glob("*")) or not (tmp_path / "bad" / "manifest.json").exists()
     assert not list((tmp_path / "bad").glob("*.tmp"))
+
+
+def _two_fold_exp(exp, rng, order, fold_of):
+    probs = random_probs(rng, len(order))
+    targets = rng.integers(0, 3, (len(order), 4, 5)).astype(np.uint8)
+    for k in (0, 1):
+        rows = [i for i, f in enumerate(fold_of) if f == k]
+        write_fold(exp / f"fold{k}" / "oof", k, [order[i] for i in rows], probs[rows], targets[rows])
+    return probs, targets
+
+
+def test_merged_cache_is_rebuilt_when_a_fold_changes(tmp_path):
+    """Issue 16: the ensemble read a stale oof_merged/ after a fold's ids.json was edited or the
+    fold re-run; the merged manifest now records a hash of its sources and is rebuilt."""
+    import json
+    import os
+    rng = np.random.default_rng(4)
+    exp, order, fold_of = tmp_path / "exp", ["0001", "0010", "007", "0007", "01", "1"], [0, 1, 0, 1, 0, 1]
+    probs, _ = _two_fold_exp(exp, rng, order, fold_of)
+    merged = merged_oof(exp, order, 2)
+    assert merged.ids == order and len(merged.manifest.sources_sha256) == 64
+    np.testing.assert_array_equal(merged.probs, quantise(probs, "uint8"))
+
+    # fold 1 re-run: new predictions (same ids, same manifest) → the cache follows
+    rerun = random_probs(rng, 3)
+    write_fold(exp / "fold1" / "oof", 1, [order[i] for i in (1, 3, 5)], rerun)
+    again = merged_oof(exp, order, 2)
+    np.testing.assert_array_equal(again.probs[[1, 3, 5]], quantise(rerun, "uint8"))
+    assert again.manifest.sources_sha256 != merged.manifest.sources_sha256
+
+    # fold 0's ids.json edited by hand (two rows swapped) → rows follow the edited ids
+    ids_path = exp / "fold0" / "oof" / "ids.json"
+    ids_path.write_text(json.dumps(["007", "0001", "01"]))
+    swapped = merged_oof(exp, order, 2)
+    np.testing.assert_array_equal(swapped.probs[0], quantise(probs, "uint8")[2])  # "0001" is now row 1 of fold 0
+    np.testing.assert_array_equal(swapped.probs[2], quantise(probs, "uint8")[0])
+
+    # unchanged sources: reused, not rewritten
+    stamp = (exp / "oof_merged" / "probs.npy").stat().st_mtime_ns
+    merged_oof(exp, order, 2)
+    assert (exp / "oof_merged" / "probs.npy").stat().st_mtime_ns == stamp
+
+    # an old cache (no sources_sha256 in its manifest, a source.json beside it) is rebuilt
+    manifest_path = exp / "oof_merged" / "manifest.json"
+    old = json.loads(manifest_path.read_text())
+    old.pop("sources_sha256")
+    manifest_path.write_text(json.dumps(old))
+    (exp / "oof_merged" / "source.json").write_text("{}")
+    os.utime(exp / "oof_merged" / "probs.npy", ns=(stamp - 10**9, stamp - 10**9))
+    rebuilt = merged_oof(exp, order, 2)
+    assert rebuilt.manifest.sources_sha256 == swapped.manifest.sources_sha256
+    assert not (exp / "oof_merged" / "source.json").exists()
+    np.testing.assert_array_equal(rebuilt.probs, swapped.probs)
+
+
+def test_id_differences_name_the_members_and_the_first_ids():
+    from kagglekit.store.arrays import id_difference, require_same_ids
+    a = [f"{i:04d}" for i in range(60)]
+    b = [str(i) for i in range(60)]  # the same images with their leading zeros dropped
+    text = id_difference("exp_a", a, "exp_b", b)
+    assert text == ("exp_a has 60 ids, exp_b 60: 60 only in exp_a (first 5: ['0000', '0001', '0002', '0003', '0004']), "
+                    "60 only in exp_b (first 5: ['0', '1', '2', '3', '4'])")
+    assert id_difference("exp_a", a, "exp_c", list(a)) is None
+    moved = a[:3] + [a[4], a[3]] + a[5:]
+    assert id_difference("exp_a", a, "exp_d", moved) == ("exp_a and exp_d hold the same 60 ids in another order "
+                                                          "(first difference at row 3: '0003' vs '0004')")
+    with pytest.raises(OOFError, match=r"members' OOF ids differ: exp_a has 60 ids, exp_b 60: .*; train them"):
+        require_same_ids(["exp_a", "exp_c", "exp_b"], [a, a, b], "OOF ids", "train them on the same folds.csv")

@@ -135,11 +135,11 @@ def test_plot_per_class_bars_nan_is_absent(tmp_path) -> None:
 def test_plot_confusion(tmp_path) -> None:
     cm = np.array([[50, 3, 0], [4, 20, 1], [0, 0, 0]])  # last class never occurs: blank row
     names = ["a", "b", "c"]
-    assert _png_size(plot_confusion(cm, names, tmp_path / "cm.png")) == (5 * DPI, 5 * DPI)
+    assert _png_size(plot_confusion(cm, names, tmp_path / "cm.png")) == (6 * DPI, 6 * DPI)
     assert _png_size(plot_confusion(cm, names, tmp_path / "cm_counts.png", normalize=False))
     big = np.random.default_rng(0).integers(0, 9, size=(40, 40))
     width, height = _png_size(plot_confusion(big, [f"c{i}" for i in range(40)], tmp_path / "b.png"))
-    assert width == height == int((0.4 * 40 + 3.0) * DPI)
+    assert width == height == int((0.5 * 40 + 3.0) * DPI)  # 0.5 in per class: 9 pt cell numbers fit
     with pytest.raises(ValueError, match=r"square.*3 names.*\(3, 2\)"):
         plot_confusion(cm[:, :2], names, tmp_path / "bad.png")
 
@@ -151,3 +151,15 @@ def test_no_pyplot_figures_leak(tmp_path) -> None:
     plot_history(_history(), tmp_path / "h.png")
     plot_confusion(np.eye(2), ["x", "y"], tmp_path / "c.png")
     assert plt.get_fignums() == before
+
+
+def test_temperature_section_says_whether_the_optimum_is_interior():
+    from kagglekit.tasks.segmentation.report import temperature_section
+    table = [{"temperature": 2.0, "miou": 0.30}, {"temperature": 0.5, "miou": 0.20}, {"temperature": 3.5, "miou": 0.35},
+             {"temperature": 4.7, "miou": 0.33}]
+    sentence = "Best T = 3.5 is an interior optimum of the mIoU curve; the grid 0.5–2 was widened to 0.5–4.7."
+    text = temperature_section(table, 3.5, {"sentence": sentence, "interior": True})
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "Temperature" not in line and "---" not in line]
+    assert [r.split("|")[1].strip().strip("*") for r in rows] == ["0.5", "2", "3.5", "4.7"]  # sorted by T
+    assert "**3.5**" in rows[2] and text.rstrip().endswith(sentence)
+    assert sentence not in temperature_section(table, 3.5)

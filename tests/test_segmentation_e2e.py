@@ -51,6 +51,7 @@ def in_workdir(workdir, monkeypatch):
 def test_fold_artefacts(in_workdir):
     fold = in_workdir / "output/demo/seg_a/fold1"
     for name in ("config.json", "history.csv", "metrics.json", "report.md", "history.png", "per_class_iou.png",
+                 "confusion.png", "worst_images.png", "oof_image_scores.csv",
                  "checkpoints/best.pt", "checkpoints/last.pt", "oof/probs.npy", "oof/targets.npy", "oof/manifest.json",
                  "test/probs.npy", "test/manifest.json"):
         assert (fold / name).exists(), name
@@ -60,7 +61,12 @@ def test_fold_artefacts(in_workdir):
     assert list(hist.columns[:5]) == ["epoch", "train_loss", "valid_loss", "valid_miou", "valid_pixel_acc"]
     manifest = json.loads((fold / "oof/manifest.json").read_text())
     assert manifest["scale"] == 0.5 and manifest["dtype"] == "uint8" and len(manifest["tta_views"]) == 4
-    assert manifest["temperature"] in (0.7, 1.0) and manifest["metric_name"] == "miou"
+    metrics = json.loads((fold / "metrics.json").read_text())
+    search = metrics["temperature_search"]  # the grid 0.7, 1.0 is widened while its best T is at an edge
+    assert manifest["temperature"] == metrics["best_temperature"] == search["best_temperature"]
+    assert manifest["temperature"] in [row["temperature"] for row in metrics["temperature_table"]]
+    assert search["initial_range"] == [0.7, 1.0] and manifest["metric_name"] == "miou"
+    assert search["status"] in ("interior", "flat", "bound") and search["sentence"].startswith("Best T = ")
     probs = np.load(fold / "oof/probs.npy", mmap_mode="r")
     assert probs.dtype == np.uint8 and probs.shape[1:] == (13, 60, 80)  # generated rooms are 120x160
     report = (fold / "report.md").read_text()
@@ -68,13 +74,17 @@ def test_fold_artefacts(in_workdir):
                     "| Temperature | mIoU |", "## Training Progression", "## Notes", "(RGB + Inverse Depth)"):
         assert section in report, section
     assert Image.open(fold / "history.png").size[0] > 100
+    assert "![confusion](confusion.png)" in report and "![worst OOF images](worst_images.png)" in report
+    ref = metrics["confusion_by_temperature"][f"{metrics['best_temperature']:g}"]  # a file name, not 13x13 numbers
+    assert np.load(fold / ref["$array"]).shape == (13, 13) and (fold / ref["csv"]).exists()
 
 
 def test_folds_are_shared_and_metrics_consistent(in_workdir):
     folds = pd.read_csv(in_workdir / "input/nyuv2_demo/folds.csv", dtype={"id": str})
     assert sorted(folds["fold"].unique()) == [0, 1] and folds["id"].is_unique and len(folds) == 12
-    exp = json.loads((in_workdir / "output/demo/seg_a/metrics.json").read_text())
-    f0, f1 = (json.loads((in_workdir / f"output/demo/seg_a/fold{k}/metrics.json").read_text()) for k in (0, 1))
+    from kagglekit.experiment.metrics_file import load_metrics  # confusions are .npy files beside the JSON
+    exp = load_metrics(in_workdir / "output/demo/seg_a/metrics.json")
+    f0, f1 = (load_metrics(in_workdir / f"output/demo/seg_a/fold{k}/metrics.json") for k in (0, 1))
     t = f"{exp['best_temperature']:g}"
     summed = np.asarray(f0["confusion_by_temperature"][t]) + np.asarray(f1["confusion_by_temperature"][t])
     from kagglekit.metrics.segmentation import iou_from_confusion

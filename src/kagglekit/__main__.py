@@ -1,6 +1,6 @@
 """``python -m kagglekit <command>`` (also the ``kagglekit`` console script).
 
-Commands: download, folds, status, validate, submit, ledger, finish, bundle. ``--help`` works without
+Commands: download, folds, status, validate, submit, ledger, finish, compare, bundle. ``--help`` works without
 Kaggle credentials: the ``kaggle`` package is imported only by the commands that call the API.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-COMMANDS = ("download", "folds", "status", "validate", "submit", "ledger", "finish")
+COMMANDS = ("download", "folds", "status", "validate", "submit", "ledger", "finish", "compare")
 
 
 def _add_download(sub: Any) -> None:
@@ -75,6 +75,23 @@ def _add_validate_submit(sub: Any) -> None:
     p.add_argument("--output", help="output root holding EXP (default: output/)")
 
 
+def _add_compare(sub: Any) -> None:
+    from kagglekit.workflow.compare import add_arguments  # noqa: PLC0415
+
+    p = sub.add_parser("compare", help="output/compare.md + PNGs: CV per fold, CV vs LB, per class, OOF "
+                                       "correlation, config diffs (--diff A B: print one diff)")
+    add_arguments(p)
+
+
+def _handler(command: str) -> Any:
+    """``cmd_<command>``: ``compare`` from its own module, the others from workflow.commands."""
+    if command == "compare":
+        from kagglekit.workflow.compare import cmd_compare  # noqa: PLC0415
+        return cmd_compare
+    from kagglekit.workflow import commands  # noqa: PLC0415
+    return getattr(commands, f"cmd_{command}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kagglekit", description="Kaggle competition workflow commands.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -82,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folds(sub)
     _add_status_ledger(sub)
     _add_validate_submit(sub)
+    _add_compare(sub)
     sub.add_parser("bundle", help="offline bundle (kagglekit.workflow.bundle; `bundle --help` for its flags)",
                    add_help=False)
     return parser
@@ -112,7 +130,7 @@ def main(argv: Sequence[str] | None = None, *, api: Any = None) -> int:
     if argv and argv[0] == "bundle":  # its own flags are parsed by bundle.main
         return _run_bundle(argv[1:])
     args = build_parser().parse_args(argv)
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = _handler(args.command)
     try:
         return handler(args, api=api)
     except (commands.KaggleCredentialsError, FileNotFoundError, FileExistsError, ValueError) as exc:

@@ -2,14 +2,16 @@
 
 * Segmentation TTA temperature: the engine averages ``softmax(logits / T)`` over TTA views for
   each T of a grid and accumulates one confusion matrix per T; :func:`temperature_table` and
-  :func:`best_temperature` turn those into a choice of T.
+  :func:`best_temperature` turn those into a choice of T, and :func:`search_temperature`
+  widens the grid (log scale, within :data:`TEMPERATURE_BOUNDS`) while its best T sits at an edge.
 * :func:`fit_temperature_nll`: classic temperature scaling (Guo et al. 2017, "On Calibration of
   Modern Neural Networks", ICML) for classification logits.
 * :func:`search_thresholds`: per-column validation-best F1 threshold for multi-label outputs.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,9 +22,12 @@ from kagglekit.metrics.segmentation import iou_from_confusion
 
 __all__ = [
     "SEED_TEMPERATURES",
+    "TEMPERATURE_BOUNDS",
+    "TemperatureSearch",
     "WIDE_TEMPERATURES",
     "best_temperature",
     "fit_temperature_nll",
+    "search_temperature",
     "search_thresholds",
     "temperature_nll",
     "temperature_table",
@@ -71,6 +76,160 @@ def best_temperature(table: pd.DataFrame) -> tuple[float, float]:
     order = np.lexsort((top["temperature"].to_numpy(), np.abs(top["temperature"].to_numpy() - 1.0)))
     row = top.iloc[int(order[0])]
     return float(row["temperature"]), float(row["miou"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Widening temperature search (a grid whose best is at its edge is extended, log scale)
+# ----------------------------------------------------------------------------------------------
+TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
+
+
+@dataclass(frozen=True)
+class TemperatureSearch:
+    """Outcome of :func:`search_temperature`.
+
+    ``scores``: every T evaluated → score; ``status``: ``interior`` (the best T has a worse T on
+    both sides), ``flat`` (at the grid's edge, but its neighbour scores the same: T makes no
+    difference there), ``bound`` (still improving at :data:`TEMPERATURE_BOUNDS`), ``edge`` (still
+    improving when the pass budget ran out), ``single`` (one T configured: nothing searched);
+    ``initial`` / ``searched``: (lowest, highest) T of the configured grid / of all T evaluated;
+    ``extra_passes``: evaluations after the first (widening + refinement)."""
+
+    best: float
+    score: float
+    scores: dict[float, float]
+    status: str
+    initial: tuple[float, float]
+    searched: tuple[float, float]
+    extra_passes: int
+
+    @property
+    def interior(self) -> bool:
+        return self.status == "interior"
+
+    @property
+    def widened(self) -> bool:
+        return self.searched != self.initial
+
+    def sentence(self, metric: str = "mIoU") -> str:
+        """One line for a report, e.g. "Best T = 3.5 is an interior optimum; the grid 0.5–2
+        was widened to 0.5–4.74 (×2.37 upward) in 2 extra passes."."""
+        lo, hi = self.initial
+        text = {"interior": f"Best T = {self.best:.3g} is an interior optimum of the {metric} curve",
+                "flat": f"Best T = {self.best:.3g} lies at the edge of the grid but its neighbour scores the same "
+                        f"({metric} does not depend on T there)",
+                "bound": f"Best T = {self.best:.3g} is at the search bound "
+                         f"[{TEMPERATURE_BOUNDS[0]:g}, {TEMPERATURE_BOUNDS[1]:g}] with {metric} still rising: "
+                         "the optimum may lie beyond it",
+                "edge": f"Best T = {self.best:.3g} is still at the edge after {self.extra_passes} extra passes "
+                        f"({metric} still rising)",
+                "single": f"One temperature configured (T = {self.best:.3g}): no search"}[self.status]
+        if not self.widened:
+            return text + f"; grid {lo:.3g}–{hi:.3g}, not widened."
+        up, down = self.searched[1] / hi, lo / self.searched[0]
+        how = " and ".join(f"×{f:.3g} {d}" for f, d in ((up, "upward"), (down, "downward")) if f > 1 + 1e-9)
+        return (text + f"; the grid {lo:.3g}–{hi:.3g} was widened to {self.searched[0]:.3g}–{self.searched[1]:.3g} "
+                f"({how}) in {self.extra_passes} extra pass(es).")
+
+    def summary(self, metric: str = "mIoU") -> dict:
+        """JSON-ready record (metrics.json ``temperature_search``)."""
+        return {"best_temperature": self.best, "score": self.score, "status": self.status,
+                "interior": self.interior, "widened": self.widened, "initial_range": list(self.initial),
+                "searched_range": list(self.searched), "widen_factor": [self.initial[0] / self.searched[0],
+                                                                        self.searched[1] / self.initial[1]],
+                "extra_passes": self.extra_passes, "bounds": list(TEMPERATURE_BOUNDS),
+                "sentence": self.sentence(metric)}
+
+
+def _best_of(scores: Mapping[float, float]) -> float:
+    """The best T of ``scores`` by :func:`best_temperature`'s rule (ties → T closest to 1.0)."""
+    table = pd.DataFrame({"temperature": list(scores), "miou": list(scores.values())})
+    return best_temperature(table)[0]
+
+
+def edge_direction(scores: Mapping[float, float]) -> int:
+    """+1 when the best T is the largest evaluated and beats its neighbour (the optimum may lie
+    above), -1 likewise below, 0 otherwise (interior, flat, single)."""
+    ts = sorted(scores)
+    if len(ts) < 2:
+        return 0
+    best = _best_of(scores)
+    if best == ts[-1] and scores[best] > scores[ts[-2]]:
+        return 1
+    if best == ts[0] and scores[best] > scores[ts[1]]:
+        return -1
+    return 0
+
+
+def temperature_status(scores: Mapping[float, float], bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> str:
+    """interior / flat / bound / edge / single of a finished search (see :class:`TemperatureSearch`)."""
+    ts = sorted(scores)
+    if len(ts) < 2:
+        return "single"
+    direction, best = edge_direction(scores), _best_of(scores)
+    if direction == 0:
+        return "flat" if best in (ts[0], ts[-1]) else "interior"
+    at_bound = best >= bounds[1] * (1 - 1e-9) if direction > 0 else best <= bounds[0] * (1 + 1e-9)
+    return "bound" if at_bound else "edge"
+
+
+def _short(t: float) -> float:
+    """4 significant digits: new temperatures read back exactly from their ``f"{t:g}"`` keys."""
+    return float(f"{float(t):.4g}")
+
+
+def _widen_points(scores: Mapping[float, float], direction: int, n: int, bounds: tuple[float, float]) -> list[float]:
+    """``n`` temperatures beyond the grid's edge, log-spaced at the edge's own ratio (kept in
+    [1.25, 2]), clipped to ``bounds``; deterministic, so folds widening alike share them."""
+    ts = sorted(scores)
+    edge, inner = (ts[-1], ts[-2]) if direction > 0 else (ts[0], ts[1])
+    ratio = float(np.clip(max(edge, inner) / min(edge, inner), 1.25, 2.0)) ** direction
+    points = {float(np.clip(_short(edge * ratio ** k), *bounds)) for k in range(1, n + 1)}
+    return sorted(points - set(ts))
+
+
+def _refine_points(scores: Mapping[float, float], n: int) -> list[float]:
+    """``n`` log-spaced temperatures strictly between the best T's two neighbours (those of
+    the coarse widening steps), excluding those already evaluated."""
+    ts = sorted(scores)
+    k = ts.index(_best_of(scores))
+    lo, hi = ts[max(k - 1, 0)], ts[min(k + 1, len(ts) - 1)]
+    points = {_short(t) for t in np.geomspace(lo, hi, n + 2)[1:-1]}
+    return sorted(points - set(ts))
+
+
+def search_temperature(evaluate: Callable[[Sequence[float]], Mapping[float, float]], grid: Sequence[float],
+                       bounds: tuple[float, float] = TEMPERATURE_BOUNDS, points_per_pass: int = 3,
+                       refine_points: int = 9, max_passes: int = 6) -> TemperatureSearch:
+    """Best temperature of a score that is higher-is-better, widening the grid until the optimum
+    is interior.
+
+    ``evaluate(temperatures)`` → {T: score} for a batch (one pass over the validation data: every
+    T of a pass costs one softmax per view, the forward passes are shared). The configured
+    ``grid`` is evaluated first; an optimum inside it is returned unchanged. While the best T is
+    at an edge and beats its neighbour, ``points_per_pass`` more temperatures beyond that edge are
+    evaluated (log scale, within ``bounds``); once the optimum is interior after widening, one
+    pass of ``refine_points`` between its neighbours refines it (the widening steps are coarser
+    than the grid). At most ``max_passes`` extra passes.
+    """
+    grid = sorted({float(t) for t in grid})
+    if not grid or grid[0] <= 0:
+        raise ValueError(f"temperature grid must be non-empty and > 0, got {grid}")
+    scores = {float(t): float(v) for t, v in evaluate(grid).items()}
+    passes = 0
+    while passes < max_passes and (direction := edge_direction(scores)) != 0:
+        new = _widen_points(scores, direction, points_per_pass, bounds)
+        if not new:  # at the bound already
+            break
+        scores.update({float(t): float(v) for t, v in evaluate(new).items()})
+        passes += 1
+    if passes and passes < max_passes and edge_direction(scores) == 0 and (new := _refine_points(scores, refine_points)):
+        scores.update({float(t): float(v) for t, v in evaluate(new).items()})
+        passes += 1
+    best = _best_of(scores)
+    ts = sorted(scores)
+    return TemperatureSearch(best, scores[best], dict(sorted(scores.items())), temperature_status(scores, bounds),
+                             (grid[0], grid[-1]), (ts[0], ts[-1]), passes)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -121,25 +121,44 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _cast_scalar(key: str, raw: str, tp: Any) -> Any:
+class _BadElement(ValueError):
+    """One value (a whole scalar, or one element of a list) that does not cast; the message says
+    what it is not, e.g. ``'x' is not a float``. :func:`cast_value` adds the ``--set`` context."""
+
+
+def _type_name(tp: Any) -> str:
+    """How a field type reads in an error: float, int, str, boolean (true/false), one of [...]."""
+    if tp is bool:
+        return "boolean (true/false)"
+    if typing.get_origin(tp) is typing.Literal:
+        return f"one of {list(typing.get_args(tp))}"
+    return getattr(tp, "__name__", repr(tp))
+
+
+def _cast_scalar(raw: str, tp: Any) -> Any:
+    """``raw`` → bool / int / float / str / a Literal choice; :class:`_BadElement` otherwise."""
+    if typing.get_origin(tp) is typing.Literal:
+        if raw not in typing.get_args(tp):
+            raise _BadElement(f"{raw!r} is not {_type_name(tp)}")
+        return raw
     if tp is bool:
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"--set {key}={raw}: expected a boolean (true/false)")
+        raise _BadElement(f"{raw!r} is not a {_type_name(tp)}")
     if tp is int:
-        return _cast_int(key, raw)
+        return _cast_int(raw)
     if tp in (float, str):
         try:
             return tp(raw)
         except ValueError:
-            raise ConfigError(f"--set {key}={raw}: expected {tp.__name__}") from None
-    raise ConfigError(f"--set {key}: fields of type {tp!r} cannot be set from the command line")
+            raise _BadElement(f"{raw!r} is not a {tp.__name__}") from None
+    raise _BadElement(f"fields of type {tp!r} cannot be set from the command line")
 
 
-def _cast_int(key: str, raw: str) -> int:
+def _cast_int(raw: str) -> int:
     """``4`` and ``1e3`` are ints; ``2.5`` is refused rather than truncated."""
     try:
         return int(raw)
@@ -148,36 +167,52 @@ def _cast_int(key: str, raw: str) -> int:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"--set {key}={raw}: expected int") from None
+        raise _BadElement(f"{raw!r} is not an int") from None
     if not math.isfinite(value):  # inf / nan / more than 4300 digits: not "a fraction"
-        raise ConfigError(f"--set {key}={raw}: expected int, got a non-finite or too large number")
+        raise _BadElement(f"{raw!r} is not an int: a non-finite or too large number")
     if not value.is_integer():
-        raise ConfigError(f"--set {key}={raw}: expected int, got a fraction")
+        raise _BadElement(f"{raw!r} is not an int: it is a fraction")
     return int(value)
 
 
-def cast_value(key: str, raw: str, tp: Any) -> Any:
-    """Cast the string ``raw`` to type ``tp`` (int, float, str, bool, Optional[X], tuple[X, ...])."""
+def _cast_tuple(raw: str, tp: Any) -> tuple:
+    """``"0.75, 1.0"`` (brackets optional) → a tuple of the element type(s); the failing element
+    is named and the list form said: ``'x' is not a float (expected a comma-separated list of float)``."""
+    args = typing.get_args(tp)
+    items = [s.strip() for s in raw.replace("(", "").replace(")", "").split(",") if s.strip()]
+    if len(args) == 2 and args[1] is Ellipsis:
+        element_types, form = [args[0]] * len(items), f"a comma-separated list of {_type_name(args[0])}"
+    else:
+        element_types, form = list(args), f"{len(args)} comma-separated values ({', '.join(map(_type_name, args))})"
+        if len(items) != len(args):
+            raise _BadElement(f"{len(items)} value(s) given, expected {form}")
+    try:
+        return tuple(_cast_one(s, t) for s, t in zip(items, element_types))
+    except _BadElement as exc:
+        raise _BadElement(f"{exc} (expected {form})") from None
+
+
+def _cast_one(raw: str, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if raw.strip().lower() in ("none", "null", ""):
             return None
-        return cast_value(key, raw, args[0])
+        return _cast_one(raw, args[0])
     if origin is tuple:
-        args = typing.get_args(tp)
-        items = [s for s in raw.replace("(", "").replace(")", "").split(",") if s.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(cast_value(key, s.strip(), args[0]) for s in items)
-        if len(items) != len(args):
-            raise ConfigError(f"--set {key}={raw}: expected {len(args)} comma-separated values")
-        return tuple(cast_value(key, s.strip(), a) for s, a in zip(items, args))
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if raw not in choices:
-            raise ConfigError(f"--set {key}={raw}: expected one of {list(choices)}")
-        return raw
-    return _cast_scalar(key, raw, tp)
+        return _cast_tuple(raw, tp)
+    return _cast_scalar(raw, tp)
+
+
+def cast_value(key: str, raw: str, tp: Any) -> Any:
+    """Cast the string ``raw`` to type ``tp`` (int, float, str, bool, Optional[X], tuple[X, ...],
+    Literal[...]). A bad value → one :class:`ConfigError` quoting the whole value typed and the
+    element that failed: ``--set tta_scales=0.75,x: 'x' is not a float (expected a
+    comma-separated list of float)``."""
+    try:
+        return _cast_one(raw, tp)
+    except _BadElement as exc:
+        raise ConfigError(f"--set {key}={raw}: {exc}") from None
 
 
 def field_types(cfg_or_cls: Any) -> dict[str, Any]:
@@ -290,7 +325,7 @@ class ExperimentConfig(FitSettings):
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    num_workers: int = 2
+    num_workers: int = -1  # from the machine (engine.data.resolve_num_workers)
 
     def __post_init__(self) -> None:
         """Value conversions of :data:`RENAMED_KEYS` whose name did not change (e.g. a plain

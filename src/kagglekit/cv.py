@@ -13,11 +13,15 @@ Strategies (``make_folds(..., strategy=...)``):
   "On the Stratification of Multi-Label Data", ECML PKDD, LNCS 6913, pp. 145-158 (Algorithm 1),
   implemented here; labels that are missing (NaN or -1) count as unknown, never as positive.
 
-The folds file holds two columns, the id column and ``fold`` (ints 0..K-1). ``write_folds`` never
-overwrites a file with a different assignment: delete it explicitly to regenerate.
+The folds file holds two columns, the id column and ``fold`` (ints 0..K-1). Ids are text end to
+end: written as given and read back with ``dtype=str``, so ``"0001"`` stays ``"0001"`` (a folds file
+an older ``kagglekit folds`` wrote with the leading zeros dropped still matches, one to one, with a
+warning). ``write_folds`` never overwrites a file with a different assignment: delete it
+explicitly to regenerate.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,6 +39,7 @@ _GROUP_STRATEGIES = ("group", "stratified_group")
 _MISSING_LABEL = -1
 
 PathLike = str | os.PathLike
+log = logging.getLogger("kagglekit.cv")
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -346,6 +351,44 @@ def _assignment_from_df(df_with_fold: pd.DataFrame, id_column: str) -> pd.DataFr
     return out
 
 
+def _without_leading_zeros(text: str) -> str:
+    """``"0007"`` → ``"7"`` (all-digit ids only): how ``pd.read_csv`` without ``dtype=str`` wrote them."""
+    return str(int(text)) if text.isascii() and text.isdigit() else text
+
+
+def _file_ids_by_id(file_ids: Sequence[str], ids: Sequence[str], path: PathLike) -> dict[str, str] | None:
+    """Each of ``ids`` → its spelling in the folds file: itself, or — a folds.csv written by an
+    older ``kagglekit folds``, which read the ids as numbers — the id without its leading zeros,
+    when that matches one to one. None when the ids differ otherwise."""
+    file_set, ids = set(file_ids), [str(i) for i in ids]
+    if file_set == set(ids):
+        return {i: i for i in ids}
+    stripped = {i: _without_leading_zeros(i) for i in ids}
+    if len(set(stripped.values())) != len(ids) or set(stripped.values()) != file_set:
+        return None
+    changed = [i for i, s in stripped.items() if s != i]
+    log.warning("%s: %d ids are written without their leading zeros (e.g. %s for %r; an older `kagglekit folds` "
+                "read them as numbers); matched to them one to one", path, len(changed),
+                stripped[changed[0]], changed[0])
+    return stripped
+
+
+def _zeros_hint(file_ids: Sequence[str], ids: Sequence[str]) -> str:
+    """Why a folds file that looks written with leading zeros dropped still cannot be matched."""
+    file_set, stripped = set(file_ids), [_without_leading_zeros(i) for i in ids]
+    if len(file_set & set(stripped)) <= len(file_set & set(ids)):
+        return ""
+    groups: dict[str, list[str]] = {}
+    for i, key in zip(ids, stripped):
+        groups.setdefault(key, []).append(i)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    differ = sorted(set(stripped) ^ file_set)
+    details = ([f"{len(clashes)} group(s) of ids become equal without them, e.g. {clashes[0]}"] if clashes else []) + \
+              ([f"{len(differ)} ids differ even without them, e.g. {differ[:5]}"] if differ else [])
+    return ("; the file's ids look like these ids without their leading zeros (written by an older "
+            "`kagglekit folds`), but " + " and ".join(details))
+
+
 def _assignment_difference(existing: pd.DataFrame, new: pd.DataFrame, id_column: str) -> str | None:
     """None when both map the same ids (compared as text) to the same folds, else a reason."""
     old_map = dict(zip(existing[id_column].astype(str), existing[FOLD_COLUMN]))
@@ -358,6 +401,17 @@ def _assignment_difference(existing: pd.DataFrame, new: pd.DataFrame, id_column:
         )
     moved = sum(old_map[i] != new_map[i] for i in new_map)
     return f"same ids but {moved} of {len(new_map)} rows are in a different fold" if moved else None
+
+
+def _in_file_spelling(existing: pd.DataFrame, new: pd.DataFrame, id_column: str, path: PathLike) -> pd.DataFrame:
+    """``new`` with its ids spelled as in the folds file when they match only without leading
+    zeros (:func:`_file_ids_by_id`); unchanged otherwise."""
+    spelling = _file_ids_by_id(existing[id_column].tolist(), new[id_column].astype(str).tolist(), path)
+    if spelling is None:
+        return new
+    out = new.copy()
+    out[id_column] = new[id_column].astype(str).map(spelling)
+    return out
 
 
 def write_folds(df_with_fold: pd.DataFrame, path: PathLike, id_column: str) -> Path:
@@ -376,7 +430,7 @@ def write_folds(df_with_fold: pd.DataFrame, path: PathLike, id_column: str) -> P
         except FileExistsError:
             pass  # another process wrote it between the check and the write: compare with theirs
     existing = load_folds(path, id_column, id_dtype=str)
-    reason = _assignment_difference(existing, new, id_column)
+    reason = _assignment_difference(existing, _in_file_spelling(existing, new, id_column, path), id_column)
     if reason is None:
         return path
     raise ValueError(
@@ -425,9 +479,11 @@ def get_or_make_folds(
         )
     mapping = dict(zip(existing[id_column], existing[FOLD_COLUMN]))
     keys = df[id_column].astype(str)
-    if set(mapping) != set(keys):
+    spelling = _file_ids_by_id(list(mapping), keys.tolist(), path)
+    if spelling is None:
         reason = _assignment_difference(existing, pd.DataFrame({id_column: keys, FOLD_COLUMN: -1}), id_column)
-        raise ValueError(f"{path} does not match df ({reason}); delete {path} explicitly to regenerate")
-    out = df.copy()
-    out[FOLD_COLUMN] = keys.map(mapping).to_numpy(dtype=np.int64)
+        raise ValueError(f"{path} does not match df ({reason}){_zeros_hint(list(mapping), keys.tolist())}; "
+                         f"delete {path} explicitly to regenerate")
+    out = df.copy()  # df's ids are kept as they are (the folds file's spelling only looks them up)
+    out[FOLD_COLUMN] = keys.map(spelling).map(mapping).to_numpy(dtype=np.int64)
     return out

@@ -21,9 +21,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from kagglekit.engine import distributed as dist_utils
+from kagglekit.engine.background import BackgroundWriter, snapshot_to_cpu
 from kagglekit.engine.checkpoint import (CheckpointError, capture_rng, load_checkpoint, remove_checkpoint, restore_rng,
                                          rotate_checkpoint, save_checkpoint)
-from kagglekit.engine.data import make_loader
+from kagglekit.engine.data import EpochLoader, resolve_num_workers
 from kagglekit.engine.ema import ModelEma
 from kagglekit.engine.infer import Inference, to_device
 from kagglekit.engine.schedule import LrSchedule, Plateau, build_optimizer
@@ -83,6 +84,50 @@ def n_periods(settings: FitSettings) -> int:
     return math.ceil(settings.max_iters / period)
 
 
+class RunningLoss:
+    """Sum and count of a pass's training losses kept on the device, plus the first non-finite
+    step and its loss (selected with ``torch.where``), so a training step never waits for the
+    accelerator; :meth:`read` is the one host sync (every ``log_every`` steps)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.bad = torch.full((2,), -1.0, dtype=torch.float32, device=self.device)  # (step, loss)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        """``loss``: () detached, any float dtype."""
+        loss = loss.float()
+        finite = torch.isfinite(loss)
+        self.total += torch.where(finite, loss, 0.0)
+        self.count += 1
+        first = (~finite) & (self.bad[0] < 0)
+        here = torch.stack([torch.full((), float(step), device=self.device), loss])
+        self.bad = torch.where(first, here, self.bad)
+
+    def read(self) -> tuple[float, int, float]:
+        """(mean finite loss, first non-finite step or -1, its loss)."""
+        total, step, loss = torch.cat([self.total.reshape(1), self.bad]).tolist()
+        return total / max(1, self.count), int(step), loss
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Turn on activation checkpointing in every timm module of ``model`` (timm models and SMP
+    ``tu-`` feature extractors expose ``set_grad_checkpointing``): activations are recomputed in
+    backward, trading ~30 % compute for memory. Returns how many modules took it; none → ValueError."""
+    hits = [m for m in model.modules() if callable(getattr(m, "set_grad_checkpointing", None))]
+    for module in hits:
+        module.set_grad_checkpointing(True)
+    if not hits:
+        raise ValueError(f"grad_checkpointing=true but {type(model).__name__} holds no timm module with "
+                         "set_grad_checkpointing; use a timm backbone or set grad_checkpointing=false")
+    log.info("gradient checkpointing on in %d timm module(s)", len(hits))
+    return len(hits)
+
+
 class Trainer:
     """Holds the mutable training state; everything in it is saved by :meth:`state_dict`."""
 
@@ -94,11 +139,19 @@ class Trainer:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if settings.grad_checkpointing:
+            enable_grad_checkpointing(model)
         self.model = model
         self.ddp_model = dist_utils.wrap(model, self.device)
+        # the training forward only: evaluation / EMA / checkpoints use the plain module (no _orig_mod. keys)
+        self.train_model = (torch.compile(self.ddp_model, mode=settings.compile_mode) if settings.torch_compile
+                            else self.ddp_model)
         self.optimizer = build_optimizer(model, settings.lr, settings.weight_decay, settings.optimizer,
-                                         momentum=settings.momentum)
+                                         momentum=settings.momentum, fused=self.device.type == "cuda")
         self.schedule = build_schedule(settings, steps_per_epoch)
+        self.num_workers = resolve_num_workers(settings.num_workers, self.device.type == "cuda")
+        self.loaders: dict[tuple[int, bool], EpochLoader] = {}
+        self.running = RunningLoss(self.device)
         self.dtype = self.inference.dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = ModelEma(model, settings.ema_decay, settings.ema_warmup) if settings.ema_decay > 0 else None
@@ -141,21 +194,32 @@ class Trainer:
         self.data_epoch, self.data_offset = state.get("data_epoch", 0), state.get("data_offset", 0)
         restore_rng(state["rng"])
 
-    def train_step(self, batch: dict[str, Any], micro: int, n_micro: int) -> float:
-        """One micro-batch; the optimiser steps every ``accum_steps`` micro-batches (and at the end)."""
+    def loader(self, dataset: Dataset, train: bool) -> EpochLoader:
+        """The run's one loader of ``dataset`` (workers persist across epochs and validations)."""
+        key = (id(dataset), train)
+        if key not in self.loaders:
+            batch = max(1, self.s.batch_size // dist_utils.world_size()) if train else self.s.batch_size
+            self.loaders[key] = EpochLoader(dataset, batch, train=train, seed=self.s.seed, num_workers=self.num_workers,
+                                            persistent=self.s.persistent_workers, prefetch_factor=self.s.prefetch_factor)
+        return self.loaders[key]
+
+    def close_loaders(self) -> None:
+        for loader in self.loaders.values():
+            loader.close()
+        self.loaders.clear()
+
+    def train_step(self, batch: dict[str, Any], micro: int, n_micro: int) -> None:
+        """One micro-batch; the optimiser steps every ``accum_steps`` micro-batches (and at the end).
+        The loss stays on the device (:class:`RunningLoss`): no host sync here."""
         try:
             with self.autocast():
-                out = self.ddp_model(to_device(batch, self.device, self.channels_last))
+                out = self.train_model(to_device(batch, self.device, self.channels_last))
             loss = out["loss"]
-            if not torch.isfinite(loss.detach()):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
-                    "stopped before writing anything, the last good checkpoint is kept. "
-                    "Try a lower lr, grad_clip, or amp=bf16/none.")
+            self.running.add(loss.detach(), self.step)
             self.scaler.scale(loss / self.s.accum_steps).backward()
             if (micro + 1) % self.s.accum_steps == 0 or micro + 1 == n_micro:
                 self._optimizer_step()
-            return float(loss.detach())
+            return
         except torch.OutOfMemoryError as exc:
             reason = _oom_text(exc)
             out = loss = None  # noqa: F841 -- drop the failed step's graph before raising
@@ -177,6 +241,17 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, self.step)
         self.step += 1
+
+    def check_loss(self) -> float:
+        """Host sync (every ``log_every`` steps and at the end of a pass): the mean loss so far;
+        :class:`NonFiniteLossError` naming the first step whose loss was NaN/inf."""
+        mean, bad_step, bad_loss = self.running.read()
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss ({bad_loss}) at step {bad_step} (epoch {self.epoch}); "
+                "stopped before writing anything, the last good checkpoint is kept. "
+                "Try a lower lr, grad_clip, or amp=bf16/none.")
+        return mean
 
     def improved(self, score: float) -> bool:
         if self.best_score is None or math.isnan(self.best_score):
@@ -207,36 +282,49 @@ def evaluate(model: nn.Module, loader, evaluator: Evaluator, inference: Inferenc
                                   "image/inference size, or the number of TTA views; stopped before writing "
                                   "anything, the last good checkpoint is kept.")
             n = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
-            if "loss" in out:
-                total += float(out["loss"]) * n
+            if "loss" in out:  # summed on the device: no host sync per batch
+                total = total + out["loss"].detach().float() * n
                 count += n
             evaluator.update({k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                               for k, v in out.items()}, batch)
             check()
     metrics = evaluator.compute()
     if count:
-        metrics = {"valid_loss": total / count, **metrics}
+        metrics = {"valid_loss": float(total) / count, **metrics}
     return metrics
+
+
+def _train_pass(trainer: Trainer, batches: Any, n_micro: int, bar: tqdm, check: Callable[[], None],
+                on_batch: Callable[[], None] = lambda: None) -> int:
+    """Train on ``batches`` until ``n_micro`` micro-batches are done in this bar; the host reads
+    the loss (progress bar, non-finite check) every ``log_every`` steps only. Returns how many ran."""
+    done = bar.n
+    if done >= n_micro:
+        return done
+    for batch in batches:
+        trainer.train_step(batch, done, n_micro)
+        on_batch()
+        done += 1
+        check()
+        bar.update(1)
+        if done % max(1, trainer.s.log_every) == 0 or done == n_micro:
+            loss = trainer.check_loss()
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
+        if done >= n_micro:
+            break
+    return done
 
 
 def _train_epoch(trainer: Trainer, dataset: Dataset, check: Callable[[], None]) -> float:
     s = trainer.s
-    per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
-    loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.epoch,
-                         num_workers=s.num_workers)
+    loader = trainer.loader(dataset, train=True).epoch(trainer.epoch)
     n_micro = len(loader) if s.max_steps_per_epoch <= 0 else min(len(loader), s.max_steps_per_epoch * s.accum_steps)
     trainer.ddp_model.train()
-    total = 0.0
+    trainer.running.reset()
     with tqdm(total=n_micro, desc=f"epoch {trainer.epoch + 1}/{s.epochs}", leave=False,
               disable=not dist_utils.is_main()) as bar:  # closed (its line cleared) when the loop raises too
-        for micro, batch in enumerate(loader):
-            if micro >= n_micro:
-                break
-            total += trainer.train_step(batch, micro, n_micro)
-            check()
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / (micro + 1):.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
-    return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
+        _train_pass(trainer, loader, n_micro, bar, check)
+    return dist_utils.all_reduce_mean(trainer.check_loss(), trainer.device)
 
 
 def _train_iters(trainer: Trainer, dataset: Dataset, check: Callable[[], None]) -> float:
@@ -247,28 +335,23 @@ def _train_iters(trainer: Trainer, dataset: Dataset, check: Callable[[], None]) 
     period = s.eval_period if s.eval_period > 0 else s.max_iters
     end = min(s.max_iters, (trainer.step // period + 1) * period)
     n_micro = (end - trainer.step) * s.accum_steps
-    per_rank_batch = max(1, s.batch_size // dist_utils.world_size())
+    source = trainer.loader(dataset, train=True)
     trainer.ddp_model.train()
-    total, done = 0.0, 0
+    trainer.running.reset()
+
+    def advance() -> None:
+        trainer.data_offset += 1
+
     with tqdm(total=n_micro, desc=f"iter {trainer.step}->{end}/{s.max_iters}", leave=False,
               disable=not dist_utils.is_main()) as bar:  # closed (its line cleared) when the loop raises too
-        while done < n_micro:
-            loader = make_loader(dataset, per_rank_batch, train=True, seed=s.seed, epoch=trainer.data_epoch,
-                                 num_workers=s.num_workers, skip_batches=trainer.data_offset)
+        while bar.n < n_micro:
+            loader = source.epoch(trainer.data_epoch, skip_batches=trainer.data_offset)
             if trainer.data_offset == 0 and len(loader) == 0:
-                raise ValueError(f"training set of {len(dataset)} items gives no batch of {per_rank_batch}; lower batch_size")
-            for batch in loader:
-                total += trainer.train_step(batch, done, n_micro)
-                trainer.data_offset += 1
-                done += 1
-                check()
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / done:.4f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.2e}")
-                if done >= n_micro:
-                    break
-            else:
+                raise ValueError(f"training set of {len(dataset)} items gives no batch of "
+                                 f"{loader.batch_size}; lower batch_size")
+            if _train_pass(trainer, loader, n_micro, bar, check, advance) < n_micro:
                 trainer.data_epoch, trainer.data_offset = trainer.data_epoch + 1, 0
-    return dist_utils.all_reduce_mean(total / max(1, n_micro), trainer.device)
+    return dist_utils.all_reduce_mean(trainer.check_loss(), trainer.device)
 
 
 def epoch_length(dataset: Dataset) -> int:
@@ -297,27 +380,42 @@ def fit(model: nn.Module, train_ds: Dataset, valid_ds: Dataset, make_evaluator: 
     SIGINT / SIGTERM while it runs (:class:`~kagglekit.engine.stop.StopRequest`): the loop stops at
     the next step boundary with :class:`~kagglekit.engine.stop.Interrupted` (epoch and step in it);
     nothing of the unfinished epoch is written, the last checkpoint stays the resume point, and the
-    previous signal handlers are back when ``fit`` returns or raises."""
+    previous signal handlers are back when ``fit`` returns or raises.
+
+    Checkpoints are written off the training path (:func:`_write_epoch_outputs`): the epoch's
+    state is copied to CPU on the training thread and written by a
+    :class:`~kagglekit.engine.background.BackgroundWriter` while the next epoch trains. A signal
+    or any exception leaving ``fit`` first waits for a pending write to finish; a failed write
+    (e.g. :class:`~kagglekit.io.DiskFullError`) fails the run with its own error at the next epoch
+    or at the end. The writer is drained before the final barrier and the load of ``best.pt``."""
     trainer = Trainer(model, settings, steps_per_epoch(epoch_length(train_ds), settings))
     total = n_periods(settings)
-    with StopRequest(lambda: (min(trainer.epoch + 1, total), trainer.step)) as stop:
-        if resume:
-            state, source = _load_resume_point(ckpt_dir, trainer.device)
-            if state is not None:
-                trainer.load_state_dict(state)
-                log.info("resumed from %s at epoch %d, step %d", source, trainer.epoch, trainer.step)
-                if dist_utils.is_main():  # drop rows of epochs after the resume point (kill before last.pt)
-                    save_csv(history_path, pd.DataFrame(trainer.history))
-        stopped = False
-        while trainer.epoch < total and not stopped:
+    try:
+        # the writer is the inner context: it drains while StopRequest still only records signals
+        with StopRequest(lambda: (min(trainer.epoch + 1, total), trainer.step)) as stop, \
+                BackgroundWriter("kagglekit-checkpoint-writer") as writer:
+            if resume:
+                state, source = _load_resume_point(ckpt_dir, trainer.device)
+                if state is not None:
+                    trainer.load_state_dict(state)
+                    log.info("resumed from %s at epoch %d, step %d", source, trainer.epoch, trainer.step)
+                    if dist_utils.is_main():  # drop rows of epochs after the resume point (kill before last.pt)
+                        save_csv(history_path, pd.DataFrame(trainer.history))
+            stopped = False
+            while trainer.epoch < total and not stopped:
+                stop.check()
+                writer.check()  # a previous epoch's write already failed: stop now, not after this epoch
+                try:
+                    stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path, stop.check,
+                                         writer)
+                except Exception:
+                    if stop.signum is not None:  # e.g. a data-loader worker killed by the same Ctrl-C
+                        raise stop.interrupted() from None
+                    raise
+            writer.wait()  # the last epoch's files are complete before the barrier and the best.pt load
             stop.check()
-            try:
-                stopped = _run_epoch(trainer, train_ds, valid_ds, make_evaluator, ckpt_dir, history_path, stop.check)
-            except Exception:
-                if stop.signum is not None:  # e.g. a data-loader worker killed by the same Ctrl-C
-                    raise stop.interrupted() from None
-                raise
-        stop.check()
+    finally:  # persistent loader workers stop with the run, not at garbage collection
+        trainer.close_loaders()
     dist_utils.barrier()
     best = load_checkpoint(ckpt_dir / "best.pt", trainer.device)
     trainer.eval_model.load_state_dict(best["model"])
@@ -351,11 +449,12 @@ def _load_resume_point(ckpt_dir: Path, device: torch.device) -> tuple[dict[str, 
 
 
 def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_evaluator, ckpt_dir: Path,
-               history_path: Path, check: Callable[[], None] = lambda: None) -> bool:
+               history_path: Path, check: Callable[[], None] = lambda: None,
+               writer: BackgroundWriter | None = None) -> bool:
     s = trainer.s
     t0 = time.perf_counter()
     train_loss = _train_iters(trainer, train_ds, check) if s.max_iters > 0 else _train_epoch(trainer, train_ds, check)
-    valid_loader = make_loader(valid_ds, s.batch_size, train=False, seed=s.seed, epoch=0, num_workers=s.num_workers)
+    valid_loader = trainer.loader(valid_ds, train=False).epoch(0)
     metrics = evaluate(trainer.eval_model, valid_loader, make_evaluator(), trainer.inference, check)
     if s.monitor not in metrics:
         raise KeyError(f"monitor {s.monitor!r} not among validation metrics {sorted(metrics)}; set monitor=<one of them>")
@@ -372,24 +471,56 @@ def _run_epoch(trainer: Trainer, train_ds: Dataset, valid_ds: Dataset, make_eval
     trainer.epoch += 1
     stop = 0 < s.early_stopping_patience <= trainer.bad_epochs
     if dist_utils.is_main():
-        _write_epoch_outputs(trainer, improved, ckpt_dir, history_path)
+        _write_epoch_outputs(trainer, improved, ckpt_dir, history_path, writer)
         log.info("epoch %d  %s", row["epoch"], "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
     dist_utils.barrier()
     return stop
 
 
-def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, history_path: Path) -> None:
+def _write_epoch_outputs(trainer: Trainer, improved: bool, ckpt_dir: Path, history_path: Path,
+                         writer: BackgroundWriter | None = None) -> None:
+    """Write the epoch's files as one job on ``writer``'s thread (inline without a writer).
+
+    Everything the job writes is captured here, on the training thread, by
+    :func:`_epoch_outputs`: the trainer goes on training (and mutating its tensors) meanwhile.
+    The previous job is waited for first, so at most one snapshot is held at a time."""
+    if writer is not None:
+        writer.wait()
+    outputs = _epoch_outputs(trainer, improved)
+    keep = trainer.s.keep_epoch_checkpoints
+    if writer is None:
+        _write_outputs(outputs, ckpt_dir, history_path, keep)
+    else:
+        writer.submit(lambda: _write_outputs(outputs, ckpt_dir, history_path, keep))
+
+
+def _epoch_outputs(trainer: Trainer, improved: bool) -> dict[str, Any]:
+    """CPU copies (:func:`~kagglekit.engine.background.snapshot_to_cpu`) of what the epoch writes:
+    ``best`` (the evaluated weights, when improved, else None), ``epoch`` (the weights, when epoch
+    checkpoints are kept, else None) and ``last`` (``trainer.state_dict()``, history included).
+    One snapshot call: a tensor reached twice (the model in ``best`` and ``last``) is copied once."""
+    epoch = trainer.epoch
+    return snapshot_to_cpu({
+        "best": {"model": trainer.eval_model.state_dict(), "epoch": epoch, "score": trainer.best_score}
+        if improved else None,
+        "epoch": {"model": trainer.model.state_dict(), "epoch": epoch} if trainer.s.keep_epoch_checkpoints > 0 else None,
+        "last": trainer.state_dict(),
+    })
+
+
+def _write_outputs(outputs: dict[str, Any], ckpt_dir: Path, history_path: Path, keep_epochs: int) -> None:
     """Order matters for crash safety: best first, then history, then last (the resume point).
 
     The verified ``last.pt`` is first moved to ``last_prev.pt``, so a ``last.pt`` found corrupted
-    on resume falls back to the point before it; a kill between the two leaves ``last_prev.pt``."""
-    if improved:
-        save_checkpoint(ckpt_dir / "best.pt", {"model": trainer.eval_model.state_dict(),
-                                                "epoch": trainer.epoch, "score": trainer.best_score})
-    save_csv(history_path, pd.DataFrame(trainer.history))
-    if trainer.s.keep_epoch_checkpoints > 0:
-        save_checkpoint(ckpt_dir / f"epoch{trainer.epoch:03d}.pt", {"model": trainer.model.state_dict(), "epoch": trainer.epoch})
-        for old in sorted(ckpt_dir.glob("epoch[0-9][0-9][0-9].pt"))[:-trainer.s.keep_epoch_checkpoints]:
+    on resume falls back to the point before it; a kill between the two leaves ``last_prev.pt``.
+    Runs on the writer thread: it reads only ``outputs`` (see :func:`_epoch_outputs`)."""
+    last = outputs["last"]
+    if outputs["best"] is not None:
+        save_checkpoint(ckpt_dir / "best.pt", outputs["best"])
+    save_csv(history_path, pd.DataFrame(last["history"]))
+    if outputs["epoch"] is not None:
+        save_checkpoint(ckpt_dir / f"epoch{last['epoch']:03d}.pt", outputs["epoch"])
+        for old in sorted(ckpt_dir.glob("epoch[0-9][0-9][0-9].pt"))[:-keep_epochs]:
             remove_checkpoint(old)
     rotate_checkpoint(ckpt_dir / RESUME_POINTS[0], ckpt_dir / RESUME_POINTS[1])
-    save_checkpoint(ckpt_dir / RESUME_POINTS[0], trainer.state_dict())
+    save_checkpoint(ckpt_dir / RESUME_POINTS[0], last)

@@ -16,18 +16,20 @@ SCHEDULES = ("cosine", "plateau", "constant", "step")
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, kind: str = "adamw",
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW/SGD with no weight decay on biases and normalisation weights (1-D tensors), the
-    usual practice (e.g. timm ``param_groups_weight_decay``)."""
+    usual practice (e.g. timm ``param_groups_weight_decay``). ``fused`` (CUDA parameters): one
+    kernel per step, and GradScaler steps it without reading ``found_inf`` on the host (fused
+    optimisers unscale and skip inf steps on the device: ``_step_supports_amp_scaling``)."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
     raise ValueError(f"optimizer {kind!r} unknown; use 'adamw' or 'sgd'")
 
 

@@ -8,7 +8,10 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
+def seed_everything(seed: int, deterministic: bool = False, cudnn_benchmark: bool = True) -> None:
+    """Seed Python, NumPy and torch (all devices). ``deterministic``: deterministic algorithms,
+    no cuDNN autotuning; else ``cudnn_benchmark`` (CUDA) autotunes convolutions per input shape —
+    a gain for fixed sizes, a loss for inputs whose size varies (detection)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -17,5 +20,5 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    else:
+        torch.backends.cudnn.benchmark = cudnn_benchmark and torch.cuda.is_available()

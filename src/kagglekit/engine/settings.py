@@ -8,6 +8,7 @@ Optimizer = Literal["adamw", "sgd"]
 Scheduler = Literal["cosine", "plateau", "step", "constant"]
 Amp = Literal["auto", "fp16", "bf16", "none"]  # auto: fp16 on CUDA; never used on CPU
 MonitorMode = Literal["min", "max"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,14 @@ class FitSettings:
     monitor_mode: MonitorMode = "min"
     early_stopping_patience: int = 0  # 0 disables early stopping
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = 0  # -1: from the machine (engine.data.resolve_num_workers)
+    persistent_workers: bool = True  # loader workers start once per run, not every epoch / validation
+    prefetch_factor: int = 2  # batches each worker loads ahead
+    log_every: int = 20  # training steps between host syncs (progress-bar loss, non-finite check)
+    torch_compile: bool = False  # torch.compile the training forward (CUDA mostly; CPU needs a C++ compiler)
+    compile_mode: CompileMode = "default"
+    grad_checkpointing: bool = False  # timm backbones recompute activations in backward (less memory)
+    cudnn_benchmark: bool = True  # CUDA: autotune convolutions (fixed input sizes); off for varied sizes
     max_steps_per_epoch: int = 0  # 0 = full epoch
     device: str = "auto"
     keep_epoch_checkpoints: int = 0  # keep the live weights of the last N epochs (epochNNN.pt) for SWA-N

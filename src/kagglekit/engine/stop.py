@@ -3,9 +3,10 @@
 While the training loop runs (:func:`kagglekit.engine.fit.fit`), :class:`StopRequest` replaces
 the SIGINT and SIGTERM handlers with one that only records the signal; the loop calls
 :meth:`StopRequest.check` at step boundaries (every training micro-batch, every validation batch,
-between epochs) and raises :class:`Interrupted` there. So a signal that arrives while a
-checkpoint is being written lets the write finish: ``last.pt`` stays the complete old or new
-file. A second signal stops at once (atomic writes still leave every file old-or-new). The previous
+between epochs) and raises :class:`Interrupted` there. Checkpoints are written in the background
+while the next epoch trains (:mod:`kagglekit.engine.background`); ``fit`` waits for a pending
+write before the interruption leaves it, so a signal that arrives during a write lets the write
+finish: ``last.pt`` stays the complete old or new file. A second signal stops at once (atomic writes still leave every file old-or-new). The previous
 handlers are restored when the loop returns or raises.
 
 Outside the loop, :func:`sigterm_as_interrupt` (the experiment CLI) makes SIGTERM behave like

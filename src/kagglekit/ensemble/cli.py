@@ -15,8 +15,11 @@ from kagglekit.config import apply_overrides
 def print_summary(summary: dict) -> None:
     print(f"\nensemble {summary['name']} ({summary['method']}, {summary['objective_evaluations']} objective evaluations)")
     metric = summary["metric"]
+    details = summary.get("member_scores", {})
     for member, score in summary["member_oof_score"].items():
         print(f"  member {member:<20s} OOF {metric} {score:.4f}  weight {summary['weights'][summary['members'].index(member)]:.3f}")
+        if member in details:  # where that score was computed, beside the experiment's own CV
+            print(f"         {'':<20s} ({details[member]['note']})")
     print(f"  blend  {'':<20s} OOF {metric} {summary['blend_oof_score']:.4f}")
     if "chance_miou" in summary:
         print(f"  chance {'(majority class)':<20s} OOF {metric} {summary['chance_miou']:.4f}")

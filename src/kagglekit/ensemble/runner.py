@@ -126,6 +126,8 @@ def run_ensemble(cfg: EnsembleConfig, overwrite: bool = False) -> dict[str, Any]
         shutil.rmtree(out, ignore_errors=True)
         raise
     record_in_ledger(root)
+    from kagglekit.workflow.compare import write_compare_page
+    write_compare_page(root)  # the comparison page with this ensemble; never raises (a warning)
     return summary
 
 
@@ -150,6 +152,61 @@ def blend_rule(objective: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+def store_resolution(src: Path) -> dict[str, Any] | None:
+    """Where a member's stored OOF lives in pixels: ``{"store_hw", "oof_scale", "orig_hw",
+    "varied"}`` from fold 0's array-store manifest (images: shape (N, C, h, w)); None for
+    per-row stores (classification, frames) and record stores (boxes, keypoints)."""
+    from kagglekit.store.arrays import read_manifest
+    try:
+        manifest = read_manifest(Path(src) / "fold0" / "oof")
+    except (OSError, TypeError, ValueError):
+        return None
+    if len(manifest.shape) < 4:
+        return None
+    return {"store_hw": list(manifest.shape[2:4]), "oof_scale": float(manifest.scale),
+            "orig_hw": list(manifest.orig_hw), "varied": bool(manifest.orig_sizes)}
+
+
+def _experiment_cv(root: Path, member: str) -> float | None:
+    """The member's own CV (``output/<exp>/metrics.json`` ``cv``), None when absent."""
+    from kagglekit.io import load_json
+    path = root / member / "metrics.json"
+    try:
+        cv = load_json(path).get("cv") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(cv) if isinstance(cv, (int, float)) and np.isfinite(cv) else None
+
+
+def member_score(metric: str, score: float, own_cv: float | None, where: dict[str, Any] | None,
+                 repredicted: bool) -> dict[str, Any]:
+    """A member's blend-input OOF score with where it was computed, beside the experiment's own
+    CV: ``note`` = e.g. "OOF mIoU 0.0123 at the store's 240×320 (oof_scale 0.5); the
+    experiment's own CV 0.0127 at full resolution (480×640)"."""
+    if where is None:
+        scored_at, own_at = "the stored OOF predictions", "its own evaluation"
+    else:
+        h, w = where["store_hw"]
+        scored_at = f"the store's {h}×{w} (oof_scale {where['oof_scale']:g})"
+        own_at = ("full resolution (each image's own size)" if where["varied"]
+                  else "full resolution ({}×{})".format(*where["orig_hw"]))
+    if repredicted:
+        scored_at += ", re-predicted with the ensemble's TTA"
+    note = f"OOF {metric} {score:.4f} at {scored_at}"
+    if own_cv is not None:
+        note += f"; the experiment's own CV {own_cv:.4f} at {own_at}"
+    return {"blend_oof": score, "scored_at": scored_at, "experiment_cv": own_cv,
+            "experiment_cv_at": own_at if own_cv is not None else None, "note": note}
+
+
+def member_scores(cfg: EnsembleConfig, root: Path, sources: Sequence[Path], metric: str,
+                  scores: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """:func:`member_score` of every member, by name."""
+    return {m: member_score(metric, float(v), _experiment_cv(root, m), store_resolution(src),
+                            Path(src) != root / m)
+            for m, src, v in zip(cfg.members, sources, scores)}
+
+
 def search_and_write(cfg: EnsembleConfig, root: Path, out: Path) -> dict[str, Any]:
     tasks, sources = member_tasks(cfg, root, out)
     spec = tasks[0].metric
@@ -166,10 +223,14 @@ def search_and_write(cfg: EnsembleConfig, root: Path, out: Path) -> dict[str, An
                "metric": spec.name, "mode": spec.mode, "weights": [float(w) for w in weights],
                "cv": spec.sign * float(result.score), "blend_oof_score": spec.sign * float(result.score),
                "member_oof_score": dict(zip(cfg.members, (spec.sign * float(v) for v in result.member_scores))),
+               "member_scores": member_scores(cfg, root, sources, spec.name,
+                                              [spec.sign * float(v) for v in result.member_scores]),
                "objective_evaluations": int(objective.n_evals), "search_history": [spec.sign * float(h) for h in result.history],
                "tta_scales": list(cfg.tta_scales), "blend_rule": blend_rule(objective), **objective.extras(weights, out),
                "submission": str(sub) if sub else None, "config": dataclasses.asdict(cfg),
                "reports": [str(root / m / "report.md") for m in cfg.members] + [str(out / "report.md")]}
+    for detail in summary["member_scores"].values():
+        log.info("member %s", detail["note"])
     write_ensemble_report(out, summary)
     save_json(out / "weights.json", summary)  # last: its presence means the ensemble is complete
     return summary
@@ -179,9 +240,15 @@ def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
     from kagglekit.io import write_text
     from kagglekit.report.markdown import markdown_kv, markdown_table
     metric = f"OOF {summary['metric']}"
-    rows = [{"Member": m, "Weight": w, metric: summary["member_oof_score"][m]}
+    details = summary.get("member_scores", {})
+    rows = [{"Member": m, "Weight": w, metric: summary["member_oof_score"][m],
+             "Scored at": details.get(m, {}).get("scored_at", ""),
+             "Experiment CV": details.get(m, {}).get("experiment_cv"),
+             "Experiment CV at": details.get(m, {}).get("experiment_cv_at") or ""}
             for m, w in zip(summary["members"], summary["weights"])]
-    rows.append({"Member": "blend", "Weight": sum(summary["weights"]), metric: summary["blend_oof_score"]})
+    rows.append({"Member": "blend", "Weight": sum(summary["weights"]), metric: summary["blend_oof_score"],
+                 "Scored at": "the members' stores (as above)", "Experiment CV": None, "Experiment CV at": ""})
+    notes = "".join(f"\n- {m}: {d['note']}." for m, d in details.items())
     text = "\n\n".join([
         f"# {summary['name']} Ensemble Report",
         "## Ensemble Configuration\n" + markdown_kv({
@@ -194,6 +261,8 @@ def write_ensemble_report(out: Path, summary: dict[str, Any]) -> Path:
             "Submission": f"`{summary.get('submission', 'not written')}`"}),
         "## Results Summary\n" + markdown_table(rows, bold_row=len(rows) - 1),
         "## Notes\n" + f"- Blend: {summary.get('blend_rule') or 'weighted average of the members OOF predictions'}."
-        "\n- The blend is never worse than uniform weights or the best single member on OOF (both are evaluated).",
+        "\n- The blend is never worse than uniform weights or the best single member on OOF (both are evaluated)."
+        "\n- Member scores are computed on the stored OOF predictions the blend reads, which may be smaller than "
+        "the images; each experiment's own CV is shown beside them:" + notes,
     ])
     return write_text(out / "report.md", text + "\n")

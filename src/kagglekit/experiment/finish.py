@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from kagglekit.io import load_json, save_json
+from kagglekit.experiment.metrics_file import load_metrics, save_metrics
 
 log = logging.getLogger("kagglekit")
 
@@ -19,8 +19,9 @@ def missing_folds(exp_dir: Path, n_folds: int) -> list[int]:
 
 
 def load_fold_metrics(exp_dir: Path, n_folds: int) -> list[dict[str, Any]]:
-    """``fold<k>/metrics.json`` for k = 0..n_folds-1, in fold order."""
-    return [load_json(exp_dir / f"fold{k}" / "metrics.json") for k in range(n_folds)]
+    """``fold<k>/metrics.json`` for k = 0..n_folds-1, in fold order (arrays kept beside the JSON
+    loaded as ``np.ndarray``; files with the arrays inline read as before)."""
+    return [load_metrics(exp_dir / f"fold{k}" / "metrics.json") for k in range(n_folds)]
 
 
 def experiment_summary(task: Any, scored: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -37,6 +38,24 @@ def submission_path(cfg: Any) -> Path:
     return Path(cfg.submissions_dir or paths.submissions_root()) / f"{cfg.name}.csv"
 
 
+def output_root_of(exp_dir: Path, name: str) -> Path:
+    """The output root holding ``exp_dir`` (``exp_dir`` minus the experiment name's path parts)."""
+    parts = Path(name).parts
+    if parts and len(exp_dir.parts) > len(parts) and exp_dir.parts[-len(parts):] == parts:
+        return exp_dir.parents[len(parts) - 1]
+    return exp_dir.parent
+
+
+def refresh_comparison(task: Any, exp_dir: Path) -> None:
+    """Redraw ``<output>/compare.md``; a failure only logs a warning, never fails the experiment."""
+    try:
+        from kagglekit.workflow.compare import write_compare_page
+        write_compare_page(output_root_of(Path(exp_dir), str(getattr(task.cfg, "name", ""))))
+    except Exception as exc:  # noqa: BLE001 — the experiment is complete whatever the page does
+        log.warning("experiment %s: comparison page not written (%s: %s)", getattr(task.cfg, "name", exp_dir),
+                    type(exc).__name__, exc)
+
+
 def finish_experiment(task: Any, exp_dir: Path) -> dict[str, Any] | None:
     """Run the epilogue when all ``task.cfg.n_folds`` folds are done; None (and nothing written)
     otherwise. Returns the summary written to ``exp_dir/metrics.json``."""
@@ -51,7 +70,8 @@ def finish_experiment(task: Any, exp_dir: Path) -> dict[str, Any] | None:
     summary["submission"] = str(submission) if submission else None
     summary["report"] = str(exp_dir / "report.md")
     task.report_experiment(exp_dir, summary, fold_metrics)
-    save_json(exp_dir / "metrics.json", summary)
+    save_metrics(exp_dir / "metrics.json", summary)  # large arrays beside it (.npy + .csv)
     log.info("experiment %s: CV %s = %.5f%s", task.cfg.name, summary["metric"], summary["cv"],
              f", submission {submission}" if submission else "")
+    refresh_comparison(task, exp_dir)
     return summary

@@ -17,7 +17,8 @@ from kagglekit.engine.fit import FitSettings, fit
 from kagglekit.engine.seed import seed_everything
 from kagglekit.experiment import finish
 from kagglekit.experiment.contract import Task
-from kagglekit.io import file_lock, load_json, remove_stale_temps, save_json, write_text
+from kagglekit.io import file_lock, load_json, remove_stale_temps, write_text
+from kagglekit.experiment.metrics_file import save_metrics
 
 log = logging.getLogger("kagglekit")
 
@@ -58,6 +59,10 @@ def guard_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrit
 # ``pretrained`` / ``init_weights`` (e.g. an experiment's default becoming a hub tag) never blocks
 # ``--resume`` and is not even resolved (no download, no cache needed) when a checkpoint exists.
 INITIAL_WEIGHTS = ("pretrained", "init_weights")
+# How a run executes, not what it computes (items are seeded per (seed, epoch, index), so the worker
+# count never changes a batch): a resumed fold may use another machine's settings.
+RUNTIME_SETTINGS = ("num_workers", "persistent_workers", "prefetch_factor", "log_every", "torch_compile",
+                    "compile_mode", "grad_checkpointing", "cudnn_benchmark")
 
 
 def claim_fold_dir(fold_dir: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool) -> str:
@@ -90,7 +95,7 @@ def _check_resumable(fold_dir: Path, cfg: ExperimentConfig) -> None:
         log.warning("--resume: removed %s left by an interrupted write", path)
     if not (fold_dir / "config.json").exists():
         return
-    diffs = [d for d in config_differences(cfg, load_json(fold_dir / "config.json")) if d not in INITIAL_WEIGHTS]
+    diffs = [d for d in config_differences(cfg, load_json(fold_dir / "config.json")) if d not in INITIAL_WEIGHTS + RUNTIME_SETTINGS]
     if diffs:
         raise ConfigError(f"--resume: {fold_dir}/config.json differs from the current config in {diffs}; "
                           "resume with the same settings or use --overwrite")
@@ -100,7 +105,7 @@ def run_fold(cfg: ExperimentConfig, fold: int, *, resume: bool = False, overwrit
     if not 0 <= fold < cfg.n_folds:
         raise ConfigError(f"--fold {fold} but n_folds={cfg.n_folds} (valid: 0..{cfg.n_folds - 1} or all)")
     dist_utils.init_from_env()
-    seed_everything(cfg.seed + fold, cfg.deterministic)
+    seed_everything(cfg.seed + fold, cfg.deterministic, cfg.cudnn_benchmark)
     task = build_task(cfg)
     fold_dir = exp_dir(cfg) / f"fold{fold}"
     dist_utils.run_on_main(lambda: preflight_fold(task, cfg, fold, fold_dir))  # before anything is written
@@ -148,7 +153,7 @@ def _train_fold(task: Task, cfg: ExperimentConfig, fold: int, fold_dir: Path, re
     if dist_utils.is_main():
         metrics.update(task.finalize(result.eval_model, fold, fold_dir))
         metrics.update(metric=task.metric.name, mode=task.metric.mode, score=metrics.get(task.metric.fold_key))
-        save_json(fold_dir / "metrics.json", metrics)
+        save_metrics(fold_dir / "metrics.json", metrics)  # large arrays beside it (.npy + .csv)
         task.report_fold(fold_dir, result.history, metrics)
         append_report_section(fold_dir / "report.md", "Initial weights", weight_lines or ["(nothing logged)"])
     dist_utils.barrier()

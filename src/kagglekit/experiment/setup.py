@@ -13,6 +13,7 @@ import torch
 
 from kagglekit import paths
 from kagglekit.engine.distributed import local_device
+from kagglekit.engine.data import resolve_num_workers
 from kagglekit.engine.infer import Inference
 
 
@@ -29,6 +30,7 @@ class Workspace:
     work: Path
     home: Path
     inference: Inference
+    num_workers: int = 0  # prediction loaders' workers, resolved for this machine
 
     @property
     def device(self) -> torch.device:
@@ -49,15 +51,17 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def workspace(data_dir: str, comp: str, device: str = "auto", amp: str = "auto",
-              channels_last: bool = True) -> Workspace:
+              channels_last: bool = True, num_workers: int = 0) -> Workspace:
     """The explicit-argument form (``data_dir`` '' → ``input/<comp>``; ``device`` 'auto' → this
-    rank's CUDA device, else CPU)."""
+    rank's CUDA device, else CPU; ``num_workers`` -1 → from the machine)."""
     home = paths.input_root() / comp
     root = Path(data_dir) if data_dir else home
     work = root if _inside(root, paths.input_root()) else home
-    return Workspace(root, work, home, Inference.for_device(local_device(device), amp, channels_last))
+    inference = Inference.for_device(local_device(device), amp, channels_last)
+    workers = resolve_num_workers(num_workers, inference.device.type == "cuda")
+    return Workspace(root, work, home, inference, workers)
 
 
 def workspace_for(cfg) -> Workspace:
     """Adapter at the edge: an :class:`~kagglekit.config.ExperimentConfig` → :func:`workspace`."""
-    return workspace(cfg.data_dir, cfg.comp, cfg.device, cfg.amp, cfg.channels_last)
+    return workspace(cfg.data_dir, cfg.comp, cfg.device, cfg.amp, cfg.channels_last, cfg.num_workers)

@@ -95,7 +95,12 @@ def _normalise(frame: pd.DataFrame, columns: list[str], what: str) -> pd.DataFra
     out["start_frame"], out["stop_frame"] = _frames(frame.reset_index(drop=True), what)
     if "lab_id" in columns:
         out["lab_id"] = ids_as_str(frame["lab_id"]).to_numpy()
-        out["behaviors_labeled"] = frame["behaviors_labeled"].to_numpy()
+        # Only a video's first row is ever read (official: ``.first()``); copying every row's JSON
+        # string into Python objects was the metric's largest allocation (~1 KB per solution row).
+        first = np.flatnonzero(~out["video_id"].duplicated().to_numpy())
+        labeled = np.full(len(out), None, dtype=object)
+        labeled[first] = frame["behaviors_labeled"].iloc[first].to_numpy(dtype=object)
+        out["behaviors_labeled"] = labeled
     return out
 
 

@@ -15,20 +15,23 @@ Layout per experiment and fold (``output/<exp>/fold<k>/``)::
 Arrays are written row-chunk by row-chunk into a temp ``.npy`` memmap beside the final path and
 renamed when complete, so a crash never leaves a half-written store. Readers open them with
 ``mmap_mode='r'``; :func:`merged_oof` lays an experiment's folds out in ``folds.csv`` order in one
-cached file so every experiment's OOF aligns row for row.
+cached store (``oof_merged/``, its manifest recording a hash of the fold stores it came from, so a
+re-run fold or an edited ``ids.json`` rebuilds it) so every experiment's OOF aligns row for row.
+Ids are text end to end (``"0001"`` stays ``"0001"``).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from kagglekit.io import _fsync_dir, load_json, save_json
+from kagglekit.io import _fsync_dir, file_lock, load_json, save_json
 
 DTYPES = {"uint8": np.uint8, "float16": np.float16}
 
@@ -52,6 +55,7 @@ class Manifest:
     metric_name: str = ""
     metric: float | None = None
     orig_sizes: list[list[int]] = field(default_factory=list)  # (H, W) of each row's image when sizes vary; [] = all orig_hw
+    sources_sha256: str = ""  # merged stores only: hash of the fold stores it was built from (see merged_oof)
 
     def sizes_by_id(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Each row's original (H, W): ``orig_sizes`` when recorded, else ``orig_hw`` for all."""
@@ -167,11 +171,18 @@ class StoredPredictions:
     manifest: Manifest
 
 
+def read_manifest(directory: Path) -> Manifest:
+    """``directory/manifest.json`` (keys this version does not know are ignored)."""
+    data = load_json(Path(directory) / "manifest.json")
+    known = {f.name for f in fields(Manifest)}
+    return Manifest(**{k: v for k, v in data.items() if k in known})
+
+
 def read_predictions(directory: Path) -> StoredPredictions:
     directory = Path(directory)
     if not (directory / "manifest.json").exists():
         raise OOFError(f"{directory}: no manifest.json — predictions missing or incomplete; (re)run that fold")
-    manifest = Manifest(**load_json(directory / "manifest.json"))
+    manifest = read_manifest(directory)
     ids = [str(i) for i in load_json(directory / "ids.json")]
     probs = np.load(directory / "probs.npy", mmap_mode="r")
     targets_path = directory / "targets.npy"
@@ -200,33 +211,116 @@ def require_folds(exp_dir: Path, n_folds: int, kind: str) -> list[StoredPredicti
     return [read_predictions(fold_dir(exp_dir, k) / kind) for k in range(n_folds)]
 
 
-def _signature(stores: list[StoredPredictions], order_ids: Sequence[str]) -> dict:
-    import hashlib
-    digest = hashlib.sha256("\n".join(order_ids).encode()).hexdigest()
-    return {"ids_sha256": digest, "folds": [asdict(s.manifest) for s in stores]}
+def id_difference(name_a: str, ids_a: Sequence[str], name_b: str, ids_b: Sequence[str], limit: int = 5) -> str | None:
+    """None when the two id lists are equal; else one line: counts, the first ``limit`` ids only
+    on each side, or (same ids) the first row where the order differs."""
+    ids_a, ids_b = [str(i) for i in ids_a], [str(i) for i in ids_b]
+    if ids_a == ids_b:
+        return None
+    set_a, set_b = set(ids_a), set(ids_b)
+    only_a, only_b = [i for i in ids_a if i not in set_b], [i for i in ids_b if i not in set_a]
+    if only_a or only_b:
+        return (f"{name_a} has {len(ids_a)} ids, {name_b} {len(ids_b)}: {len(only_a)} only in {name_a} "
+                f"(first {min(limit, len(only_a))}: {only_a[:limit]}), {len(only_b)} only in {name_b} "
+                f"(first {min(limit, len(only_b))}: {only_b[:limit]})")
+    if len(ids_a) != len(ids_b):
+        return f"{name_a} has {len(ids_a)} ids, {name_b} {len(ids_b)} (the same ids, some repeated)"
+    row = next(k for k, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b)
+    return (f"{name_a} and {name_b} hold the same {len(ids_a)} ids in another order "
+            f"(first difference at row {row}: {ids_a[row]!r} vs {ids_b[row]!r})")
+
+
+def require_same_ids(names: Sequence[str], id_lists: Sequence[Sequence[str]], what: str, fix: str) -> None:
+    """OOFError naming the first member whose ids differ from the first member's (see
+    :func:`id_difference`), e.g. ``what="OOF ids"``, ``fix="train them on the same folds.csv"``."""
+    for name, ids in zip(names[1:], id_lists[1:]):
+        reason = id_difference(names[0], id_lists[0], name, ids)
+        if reason is not None:
+            raise OOFError(f"members' {what} differ: {reason}; {fix}")
+
+
+def _file_stamp(path: Path) -> list[int] | None:
+    """(size, mtime_ns) of a large array file: cheap, and changed by any rewrite (a fold re-run)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def sources_sha256(exp_dir: Path, n_folds: int, order_ids: Sequence[str]) -> str:
+    """Hash of what a merged store is built from: the row order (folds.csv ids) and, per fold,
+    its manifest and ids.json (content: small files) and probs / targets (size + mtime: large
+    ones). Any edited ids.json, re-run fold or changed folds.csv changes it."""
+    digest = hashlib.sha256("\n".join(map(str, order_ids)).encode())
+    for k in range(n_folds):
+        d = fold_dir(exp_dir, k) / "oof"
+        for name in ("manifest.json", "ids.json"):
+            digest.update(f"|{k}/{name}|".encode() + (d / name).read_bytes())
+        stamps = {name: _file_stamp(d / name) for name in ("probs.npy", "targets.npy")}
+        digest.update(f"|{k}/arrays|{stamps}".encode())
+    return digest.hexdigest()
+
+
+def _cached_merge(out: Path, sha: str) -> StoredPredictions | None:
+    """The merged store at ``out`` when it was built from sources hashing to ``sha`` (older
+    caches recorded no hash: rebuilt)."""
+    if not (out / "manifest.json").exists():
+        return None
+    try:
+        if read_manifest(out).sources_sha256 == sha:
+            return read_predictions(out)
+    except (OOFError, ValueError, TypeError, OSError):
+        pass  # an unreadable cache is rebuilt
+    return None
+
+
+@contextlib.contextmanager
+def _merge_lock(exp_dir: Path) -> Iterator[None]:
+    """``<exp>/.oof_merged.lock`` held for the body; none on a read-only output (a valid cache
+    is still read there, and a rebuild fails with the file system's own error)."""
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):
+            stack.enter_context(file_lock(exp_dir / ".oof_merged.lock"))
+        yield
 
 
 def merged_oof(exp_dir: Path, order_ids: Sequence[str], n_folds: int, chunk: int = 32) -> StoredPredictions:
-    """The experiment's OOF in ``order_ids`` order (folds.csv order), as memmaps.
+    """The experiment's OOF in ``order_ids`` order (folds.csv order), as memmaps (N, C, *S).
 
-    Built once into ``<exp>/oof_merged/`` chunk by chunk (memory: one chunk) and reused while the
-    folds' manifests are unchanged.
+    Built into ``<exp>/oof_merged/`` chunk by chunk (memory: one chunk) and reused while the
+    hash of its sources (:func:`sources_sha256`, recorded as the merged manifest's
+    ``sources_sha256``) is unchanged: an edited ``ids.json`` or a re-run fold rebuilds it.
     """
-    stores = require_folds(exp_dir, n_folds, "oof")
     out = Path(exp_dir) / "oof_merged"
-    signature = _signature(stores, order_ids)
-    if (out / "source.json").exists() and load_json(out / "source.json") == signature:
-        return read_predictions(out)
+    with _merge_lock(Path(exp_dir)):  # two readers (ensembles) build it once
+        stores = require_folds(exp_dir, n_folds, "oof")
+        sha = sources_sha256(exp_dir, n_folds, order_ids)
+        cached = _cached_merge(out, sha)
+        if cached is not None:
+            return cached
+        with contextlib.suppress(FileNotFoundError):  # a half-rebuilt cache must never read as complete
+            (out / "manifest.json").unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (out / "source.json").unlink()  # older caches' signature file
+        _build_merged(exp_dir, out, stores, order_ids, sha, chunk)
+    return read_predictions(out)
+
+
+def _build_merged(exp_dir: Path, out: Path, stores: list[StoredPredictions], order_ids: Sequence[str],
+                  sha: str, chunk: int) -> None:
     where = {i: (f, r) for f, s in enumerate(stores) for r, i in enumerate(s.ids)}
     missing = [i for i in order_ids if i not in where]
     if missing:
-        raise OOFError(f"{exp_dir}: {len(missing)} ids of folds.csv have no OOF row (e.g. {missing[:3]}); "
-                       "folds.csv changed after training? rerun the experiment's folds")
+        extra = sorted(set(where) - set(map(str, order_ids)))
+        raise OOFError(f"{exp_dir}: {len(missing)} ids of folds.csv have no OOF row (first 5: {missing[:5]}); "
+                       f"{len(extra)} OOF ids are not in folds.csv (first 5: {extra[:5]}); folds.csv changed after "
+                       "training? rerun the experiment's folds")
     first = stores[0].manifest
     sizes = [s.manifest.sizes_by_id(s.ids) for s in stores] if any(s.manifest.orig_sizes for s in stores) else None
     merged_sizes = [list(sizes[where[i][0]][i]) for i in order_ids] if sizes else []
     manifest = Manifest(**{**asdict(first), "fold": -1, "shape": [len(order_ids), *first.shape[1:]],
-                           "orig_sizes": merged_sizes})
+                           "orig_sizes": merged_sizes, "sources_sha256": sha})
     with_targets = all(s.targets is not None for s in stores)
     target_shape = (len(order_ids), *stores[0].targets.shape[1:]) if with_targets else None
     writer = PredictionWriter(out, manifest, with_targets=with_targets, target_shape=target_shape)
@@ -237,8 +331,6 @@ def merged_oof(exp_dir: Path, order_ids: Sequence[str], n_folds: int, chunk: int
     except BaseException:
         writer.abort()
         raise
-    save_json(out / "source.json", signature)
-    return read_predictions(out)
 
 
 def _copy_chunk(writer: PredictionWriter, stores, where, ids: Sequence[str]) -> None:
@@ -253,9 +345,11 @@ def _copy_chunk(writer: PredictionWriter, stores, where, ids: Sequence[str]) -> 
 def iter_test_mean(exp_dir: Path, n_folds: int, chunk: int = 16) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yield (ids, mean over folds of the test probabilities (B, C, h, w) float32), chunk by chunk."""
     stores = require_folds(exp_dir, n_folds, "test")
-    for s in stores[1:]:
-        if s.ids != stores[0].ids or s.probs.shape != stores[0].probs.shape:
-            raise OOFError(f"{exp_dir}: test predictions of the folds differ in ids or shape; rerun the odd fold")
+    for k, s in enumerate(stores[1:], start=1):
+        reason = id_difference("fold0", stores[0].ids, f"fold{k}", s.ids)
+        if reason is not None or s.probs.shape != stores[0].probs.shape:
+            raise OOFError(f"{exp_dir}: test predictions of fold{k} differ from fold0 "
+                           f"({reason or f'shape {s.probs.shape} vs {stores[0].probs.shape}'}); rerun the odd fold")
     ids = stores[0].ids
     for start in range(0, len(ids), chunk):
         stop = start + chunk
@@ -267,8 +361,8 @@ def iter_blended_test_mean(member_dirs: Sequence[Path], n_folds: Sequence[int],
                            weights: Sequence[float] | np.ndarray) -> Iterator[tuple[list[str], np.ndarray]]:
     """Σ wᵢ · (member i's fold-mean test probabilities), chunk by chunk; members must list the
     same test ids in the same order."""
+    require_same_ids([Path(d).name for d in member_dirs],
+                     [require_folds(d, n, "test")[0].ids for d, n in zip(member_dirs, n_folds)],
+                     "test ids", "re-run their test predictions on the same test split")
     for parts in zip(*[iter_test_mean(d, n) for d, n in zip(member_dirs, n_folds)]):
-        ids = parts[0][0]
-        if any(p[0] != ids for p in parts[1:]):
-            raise OOFError("members' test predictions list different ids; re-run their test predictions")
-        yield ids, sum(w * p[1] for w, p in zip(weights, parts))
+        yield parts[0][0], sum(w * p[1] for w, p in zip(weights, parts))

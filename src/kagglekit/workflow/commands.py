@@ -99,7 +99,7 @@ def cmd_folds(args: argparse.Namespace, api: Any = None) -> int:
     csv = Path(args.csv) if args.csv else input_root() / args.comp / "train.csv"
     if not csv.is_file():
         raise FileNotFoundError(f"training CSV {csv} not found; pass --csv input/{args.comp}/train.csv")
-    frame = pd.read_csv(csv)
+    frame = pd.read_csv(csv, dtype={args.id: str})  # ids verbatim: "0001" must not become 1
     if args.id not in frame.columns:
         raise ValueError(f"{csv}: id column {args.id!r} not found; columns are {list(frame.columns)}")
     y = None if not args.y else (args.y[0] if len(args.y) == 1 and args.strategy != "multilabel_stratified" else args.y)

@@ -205,15 +205,19 @@ class PairBehaviorTask(BehaviorTask):
     # ---- experiment epilogue: OOF thresholds, CV score, submission -------------------------------
     def _stored(self, exp_dir: Path, kind: str, seq_groups: Sequence[Sequence[PairSequence]]) -> list[list[np.ndarray]]:
         """Per fold, the stored probabilities split back into the sequences they were written from."""
-        out = []
-        for k, seqs in enumerate(seq_groups):
-            store = read_predictions(exp_dir / f"fold{k}" / kind)
-            offsets = np.cumsum([0] + [len(s.features) for s in seqs])
-            for s, o in zip(seqs, offsets[:-1]):
-                if store.ids[o] != f"{s.key}:0":
-                    raise ValueError(f"{exp_dir}/fold{k}/{kind}: row {o} is {store.ids[o]}, expected {s.key}:0; re-run the fold")
-            out.append([np.asarray(store.probs[a:b], dtype=np.float32) for a, b in zip(offsets[:-1], offsets[1:])])
-        return out
+        return [self.stored_probs(exp_dir / f"fold{k}" / kind, seqs) for k, seqs in enumerate(seq_groups)]
+
+    @staticmethod
+    def stored_probs(directory: Path, seqs: Sequence[PairSequence]) -> list[np.ndarray]:
+        """The (T, A) probabilities of each of ``seqs`` from the prediction store ``directory``
+        (written in that order); ValueError when a sequence does not start where expected."""
+        store = read_predictions(directory)
+        offsets = np.cumsum([0] + [len(s.features) for s in seqs])
+        for s, o in zip(seqs, offsets[:-1]):
+            if o >= len(store.ids) or store.ids[o] != f"{s.key}:0":
+                found = store.ids[o] if o < len(store.ids) else "past the end"
+                raise ValueError(f"{directory}: row {o} is {found}, expected {s.key}:0; re-run the fold")
+        return [np.asarray(store.probs[a:b], dtype=np.float32) for a, b in zip(offsets[:-1], offsets[1:])]
 
     def oof_sequences(self) -> tuple[list[list[str]], list[list[PairSequence]]]:
         """Per fold, the validation video ids and their (agent, target) sequences, in store order."""
@@ -285,13 +289,37 @@ class PairBehaviorTask(BehaviorTask):
         from kagglekit.io import write_text
         from kagglekit.report.markdown import markdown_kv, markdown_table
         from kagglekit.report.plots import plot_history
-        plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"), metric_cols=("valid_f1_macro",))
+        plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"), metric_cols=("valid_f1_macro",),
+                     experiment=self.cfg.name, fold=metrics["fold"])
         text = "\n\n".join([f"# {self.cfg.name} fold {metrics['fold']} Report (competition view)",
                             "## Results\n" + markdown_kv({"MABe score (thresholds tuned in-fold, optimistic)":
                                                            metrics["fold_mabe_score_in_fold_thresholds"],
                                                            "Best epoch": metrics["best_epoch"]}),
-                            "## Training History\n" + markdown_table(history) + "\n![history](history.png)"])
+                            "## Training History\n" + markdown_table(history) + "\n![history](history.png)",
+                            self.error_analysis(fold_dir, metrics).rstrip()])
         write_text(fold_dir / "report.md", text + "\n")
+
+    def error_analysis(self, fold_dir: Path, metrics: dict[str, Any]) -> str:
+        """The fold report's error analysis of its OOF intervals at the in-fold thresholds
+        (:func:`kagglekit.tasks.behavior.report.pairs_analysis_section`); when the inputs cannot be
+        read, one section saying why (the report is written either way)."""
+        from kagglekit.tasks.behavior.report import PairTrack, pairs_analysis_section, prediction_mask
+        fold = int(metrics["fold"])
+        try:
+            _, valid_ids = fold_ids(self.folds(), fold, "id")
+            seqs = self.sequences(valid_ids)
+            probs = self.stored_probs(fold_dir / "oof", seqs)
+            solution = self.solution(valid_ids)
+            intervals = [self.intervals(s, p, metrics["thresholds"]) for s, p in zip(seqs, probs)]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("error analysis of %s not drawn: %s", fold_dir, exc)
+            return f"## Error analysis\nNot drawn: {exc}\n"
+        tracks = [PairTrack(s.video_id, s.lab_id, " -> ".join(mouse_name(s.agent, s.target)), s.labels > 0.5,
+                            prediction_mask([(r["action"], r["start_frame"], r["stop_frame"]) for r in rows],
+                                            self.actions, len(s.labels)), s.allowed)
+                    for s, rows in zip(seqs, intervals)]
+        submission = intervals_to_submission([r for rows in intervals for r in rows])
+        return pairs_analysis_section(fold_dir, self.cfg.name, fold, tracks, self.actions, solution, submission)
 
 
 def write_pairs_report(cfg, exp_dir: Path, summary: dict[str, Any]) -> Path:

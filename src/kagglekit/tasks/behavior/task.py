@@ -393,13 +393,13 @@ class GroupedBlend:
     """weights → frame macro F1 of argmax Σ wᵢ pᵢ over every OOF frame (members aligned row for row)."""
 
     def __init__(self, tasks: Sequence[GroupedBehaviorTask], member_dirs: Sequence[Path]) -> None:
-        from kagglekit.store.arrays import OOFError, read_predictions
+        from kagglekit.store.arrays import read_predictions, require_same_ids
         self.tasks, self.member_dirs, self.n_evals = list(tasks), list(member_dirs), 0
         n_folds = tasks[0].cfg.n_folds
         stores = [[read_predictions(d / f"fold{k}" / "oof") for k in range(n_folds)] for d in member_dirs]
         ids = [[i for s in member for i in s.ids] for member in stores]
-        if any(i != ids[0] for i in ids[1:]):
-            raise OOFError("members' OOF frames differ (different folds.csv or windows); train them on the same folds")
+        require_same_ids([t.cfg.name for t in tasks], ids, "OOF frames",
+                         "different folds.csv or windows; train them on the same folds")
         self.probs = [np.concatenate([np.asarray(s.probs, np.float32) for s in member]) for member in stores]
         self.targets = np.concatenate([np.asarray(s.targets).astype(np.int64) for s in stores[0]])
 

@@ -95,7 +95,8 @@ class DetectionConfig(ExperimentConfig):
     monitor: str = "valid_bbox_AP"
     monitor_mode: MonitorMode = "max"
     keep_epoch_checkpoints: int = 10  # every eval_period checkpoint kept (seed: model_00XXXXX.pth)
-    num_workers: int = 2
+    num_workers: int = -1  # from the machine
+    cudnn_benchmark: bool = False  # images of varied sizes: autotuning every new shape costs more than it gains
 
     def demo(self) -> "DetectionConfig":
         """COCO128 (read in place from ../shared/data) when present, else generated shapes in YOLO

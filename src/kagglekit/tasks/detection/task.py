@@ -395,7 +395,22 @@ class DetectionTask:
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.tasks.detection.report import write_fold_report
-        write_fold_report(fold_dir, self.cfg, history, metrics, self.compare_metrics())
+        errors = self.error_analysis(fold_dir, int(metrics.get("fold", 0)))
+        write_fold_report(fold_dir, self.cfg, history, metrics, self.compare_metrics(), errors)
+
+    def error_analysis(self, fold_dir: Path, fold: int) -> str:
+        """The fold report's error analysis of its OOF boxes vs the fold's validation ground truth
+        (:func:`kagglekit.tasks.detection.report.error_analysis_section`); when the inputs cannot be
+        read, one section saying why (the report is written either way)."""
+        from kagglekit.tasks.detection.report import error_analysis_section
+        try:
+            _, _, valid, valid_dir = self.fold_split(fold)
+            results = self.read_fold_oof(fold_dir, valid["images"])
+        except (OSError, ValueError) as exc:
+            log.warning("error analysis of %s not drawn: %s", fold_dir, exc)
+            return f"## Error analysis\nNot drawn: {exc}\n"
+        return error_analysis_section(fold_dir, self.cfg.name, fold, valid, results, valid_dir, self.cat_ids,
+                                      self.class_names)
 
     def compare_metrics(self) -> dict[str, dict[str, Any]]:
         """Each ``compare_to`` experiment's summary (``output/<exp>/metrics.json``) that exists, by name."""

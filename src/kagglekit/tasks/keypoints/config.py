@@ -57,7 +57,8 @@ class KeypointConfig(ExperimentConfig):
     warmup_epochs: float = 1.0
     monitor: str = "valid_oks_map"
     monitor_mode: MonitorMode = "max"
-    num_workers: int = 2
+    num_workers: int = -1  # from the machine
+    cudnn_benchmark: bool = False  # images of varied sizes: autotuning every new shape costs more than it gains
 
     def demo(self) -> "KeypointConfig":
         """Procedural person-like figures (17 COCO keypoints) as the synthetic source and the real

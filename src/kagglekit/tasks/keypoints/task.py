@@ -4,6 +4,7 @@ OKS-mAP@50 and PCK@alpha (flip TTA with left/right swaps), write the metrics the
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -254,7 +255,8 @@ class KeypointTask:
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         plot_history(history, fold_dir / "history.png", loss_cols=("train_loss",),
-                     metric_cols=("valid_oks_map", "valid_oks_map50", "valid_pck"))
+                     metric_cols=("valid_oks_map", "valid_oks_map50", "valid_pck"),
+                     experiment=self.cfg.name, fold=metrics.get("fold"))
         rows = [{"split": k, **v} for k, v in metrics.items() if isinstance(v, dict)]
         c = self.cfg
         text = "\n\n".join([
@@ -266,8 +268,23 @@ class KeypointTask:
                 "Flip TTA": c.tta_flip, "PCK": f"alpha {c.pck_alpha:g} × max(w, h) of the ground-truth box"}),
             "## Real-domain results\n" + markdown_table(rows),
             "## Training history\n" + markdown_table(history.drop(columns=["seconds"], errors="ignore"))
-            + "\n![history](history.png)"])
+            + "\n![history](history.png)", self.error_analysis(fold_dir, int(metrics.get("fold", 0))).rstrip()])
         write_text(fold_dir / "report.md", text + "\n")
+
+    def error_analysis(self, fold_dir: Path, fold: int) -> str:
+        """The fold report's error analysis of its validation keypoints
+        (:func:`kagglekit.tasks.keypoints.report.keypoint_analysis_section`); when the inputs cannot
+        be read, one section saying why (the report is written either way)."""
+        from kagglekit.tasks.keypoints.report import keypoint_analysis_section
+        try:
+            val = self.dataset("real_val", False)
+            results = KL.read_fold_results(fold_dir, "val", val.images)
+            names, sigmas = self.names, self.sigmas
+        except (OSError, ValueError) as exc:
+            log.warning("error analysis of %s not drawn: %s", fold_dir, exc)
+            return f"## Error analysis\nNot drawn: {exc}\n"
+        return keypoint_analysis_section(fold_dir, self.cfg.name, fold, val.coco, results, val.base.image_dir,
+                                         names, sigmas)
 
     def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
         fold = fold_metrics[0]
@@ -322,7 +339,9 @@ class KeypointTask:
 
     def report_experiment(self, exp_dir: Path, summary: dict[str, Any], fold_metrics: Sequence[dict[str, Any]]) -> None:
         sub = f"\n\nSubmission: `{summary['submission']}`\n" if summary.get("submission") else "\n"
-        write_text(exp_dir / "report.md", (exp_dir / "fold0" / "report.md").read_text().rstrip() + sub)
+        text = (exp_dir / "fold0" / "report.md").read_text().rstrip()
+        text = re.sub(r"\]\((?![a-z]+:|/|fold\d)([^)]+\.png)\)", r"](fold0/\1)", text)  # the fold's pictures, from here
+        write_text(exp_dir / "report.md", text + sub)
 
     def blend_objective(self, tasks: Sequence["KeypointTask"], member_dirs: Sequence[Path]) -> KL.KeypointBlend:
         return KL.KeypointBlend(tasks, member_dirs)

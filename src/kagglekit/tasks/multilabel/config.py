@@ -47,7 +47,7 @@ class MultiLabelConfig(ExperimentConfig):
     weight_decay: float = 0.01
     monitor: str = "valid_mAP"
     monitor_mode: MonitorMode = "max"
-    num_workers: int = 2
+    num_workers: int = -1  # from the machine
 
     def demo(self) -> "MultiLabelConfig":
         """The real ../shared/data/car_doors when present (read-only; folds go to input/), else a

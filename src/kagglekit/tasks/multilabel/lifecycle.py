@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kagglekit.io import save_csv
-from kagglekit.store.arrays import OOFError, iter_test_mean, missing_stores, read_predictions
+from kagglekit.store.arrays import OOFError, iter_test_mean, missing_stores, read_predictions, require_same_ids
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import id_coverage_problems
 
@@ -111,8 +111,11 @@ class MultiLabelBlend:
         self.tasks, self.member_dirs, self.n_evals = list(tasks), list(member_dirs), 0
         task = tasks[0]
         members = [merged_oof(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
-        if any(m[0] != members[0][0] or m[1].shape != members[0][1].shape for m in members[1:]):
-            raise OOFError("members' OOF rows differ (ids or labels); train them on the same folds.csv and labels")
+        require_same_ids([t.cfg.name for t in tasks], [m[0] for m in members], "OOF ids",
+                         "train them on the same folds.csv and labels")
+        if any(m[1].shape != members[0][1].shape for m in members[1:]):
+            raise OOFError("members' OOF rows differ in shape " + str([m[1].shape for m in members])
+                           + "; train them on the same folds.csv and labels")
         self.probs = [m[1] for m in members]
         self.targets = members[0][2]
         self.kind, self.labels = task.cfg.kind, task.labels
@@ -144,8 +147,8 @@ def write_blended_decisions(task: Any, tasks: Sequence[Any], member_dirs: Sequen
     means = [test_mean(d, t.cfg.n_folds) for t, d in zip(tasks, member_dirs)]
     if any(m is None for m in means):
         return None
-    if any(m[0] != means[0][0] for m in means[1:]):
-        raise OOFError("members' test predictions list different images; re-run their folds")
+    require_same_ids([t.cfg.name for t in tasks], [m[0] for m in means], "test ids",
+                     "re-run their test predictions on the same test images")
     w = np.asarray(weights, dtype=np.float64)
     probs = sum(wi * m[1] for wi, m in zip(w / max(w.sum(), 1e-12), means))
     return write_decisions(means[0][0], probs, task.labels, task.cfg.kind, thresholds, task.submission_id_column, path,

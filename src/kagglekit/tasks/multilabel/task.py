@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from kagglekit.experiment.setup import workspace_for
 from kagglekit.cv import fold_ids, get_or_make_folds
-from kagglekit.io import load_json
+from kagglekit.experiment.metrics_file import load_metrics
 from kagglekit.engine.swa import average_checkpoints, recompute_batchnorm
 from kagglekit.metrics.classification import multiclass_report, multilabel_report
 from kagglekit.experiment.contract import MetricSpec
@@ -177,7 +177,8 @@ class MultiLabelTask:
         forward = self.inference.forward(model, "logits")
         activation = "sigmoid" if c.kind == "multilabel" else "softmax"
         probs, targets, ids = [], [], []
-        loader = DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers)
+        loader = DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=self.workspace.num_workers,
+                            pin_memory=self.device.type == "cuda")
         for batch in tqdm(loader, desc="predict", leave=False):
             probs.append(tta_probs_classification(forward, batch["image"].to(self.device), views, activation, perm).cpu().numpy())
             targets.append(batch["target"].numpy())
@@ -284,32 +285,31 @@ class MultiLabelTask:
 
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.report.plots import plot_history
-        from kagglekit.tasks.multilabel.report import sample_lines, tile_images, write_fold_report
+        from kagglekit.tasks.multilabel import report as R
+        fold = int(metrics["fold"])
         plot_history(history, fold_dir / "history.png", loss_cols=("train_loss", "valid_loss"),
-                     metric_cols=("valid_mAP", "valid_macro_f1", "valid_accuracy"))
+                     metric_cols=("valid_mAP", "valid_macro_f1", "valid_accuracy"), experiment=self.cfg.name, fold=fold)
         store = read_predictions(fold_dir / "oof")
         probs, ids, thresholds = np.asarray(store.probs, np.float32), store.ids, metrics.get("thresholds", [])
         targets = np.asarray(store.targets).astype(np.int64)
         targets = np.where(targets == 255, -1, targets)
         truth, pred = self._states(probs, targets, thresholds)
         shown_thr = thresholds if self.cfg.kind == "multilabel" else []
-        samples = sample_lines(truth, pred, probs, self.labels if self.cfg.kind == "multilabel" else [], shown_thr)
-        wrong = [i for i in range(len(ids)) if truth[i] != pred[i]]
-        wrong.sort(key=lambda i: -float(np.abs(probs[i] - 0.5).max()))
-        top = wrong[:8]
-        audit = [f"truth={truth[i]} → pred={pred[i]} " + " ".join(f"{n}={100 * probs[i, a]:.0f}%" for a, n in enumerate(self.labels))
-                 for i in top]
-        if top:
-            tile_images([self.root / ids[i] for i in top], [f"{truth[i]}→{pred[i]}" for i in top], fold_dir / "fp_audit.png")
+        samples = R.sample_lines(truth, pred, probs, self.labels if self.cfg.kind == "multilabel" else [], shown_thr)
+        cells = R.audit_cells(probs, targets, thresholds if self.cfg.kind == "multilabel" else None, self.cfg.kind,
+                              ids, (truth, pred), lambda i: self.root / i)
+        (fold_dir / "fp_audit.png").unlink(missing_ok=True)  # a re-run without false positives keeps no old picture
+        R.write_fp_audit(fold_dir / "fp_audit.png", cells, self.labels, self.cfg.name, fold)
+        audit = R.audit_lines(cells, self.labels)
         params = sum(p.numel() for p in self.build_model().parameters()) / 1e6
         others = {}
         for name in self.cfg.compare_to:
             path = fold_dir.parent.parent / name / fold_dir.name / "metrics.json"
             if path.exists():
-                others[name] = load_json(path)["versions"]["best"]
+                others[name] = load_metrics(path)["versions"]["best"]
             else:
                 log.info("compare_to %s: %s not found, left out of the version table", name, path)
-        write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params, others)
+        R.write_fold_report(self.cfg, fold_dir, history, metrics, samples, audit, params, others)
 
     def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Every fold's OOF concatenated; thresholds re-tuned on all of it (used by the submission)."""

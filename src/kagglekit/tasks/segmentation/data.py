@@ -13,6 +13,7 @@ sees ``k - 1`` (0..12) and ``IGNORE_INDEX`` for void (:func:`label_to_target`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,9 +22,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from kagglekit.formats.images import FormatError, read_mask, read_rgb
+from kagglekit.formats.images import FormatError, UnreadableImage, decode_image, read_mask_ids, read_rgb
 from kagglekit.tasks.segmentation.classes import ClassTable, class_table
 from kagglekit.tasks.segmentation.source import SplitFiles
 
@@ -49,53 +50,70 @@ class DataError(FormatError):
 # ------------------------------------------------------------------------------------------------
 
 
-def _open_png(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image (``load()`` catches truncated files early)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file not found; {_FIX_HINT}")
+def _nyuv2_read(path: str | Path, what: str, opencv_keys: frozenset, rgb: bool, from_pil) -> np.ndarray:
+    """:func:`~kagglekit.formats.images.decode_image` with the seed layout's error lines
+    (DataError naming the file, the fix: regenerate / re-convert)."""
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode {what} PNG ({exc}); the file is corrupt or "
+        return decode_image(Path(path), what, opencv_keys, rgb, from_pil)
+    except UnreadableImage as exc:
+        if exc.cause is None:
+            raise DataError(f"{path}: {what} file not found; {_FIX_HINT}") from None
+        raise DataError(f"{path}: cannot decode {what} PNG ({exc.cause}); the file is corrupt or "
                         f"truncated, {_FIX_HINT}") from None
-    return img
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB image as (H, W, 3) uint8. Raises DataError unless the file is an 8-bit RGB image."""
-    img = _open_png(Path(path), "image")
+# Header keys (formats.images.header_key, subsets of its OPENCV_*_KEYS) that are exactly the PIL
+# modes each reader accepts, so the OpenCV path needs no mode check; any other file goes to PIL,
+# whose mode check refuses it as before.
+_RGB_KEYS = frozenset({("png", 8, 2), ("png", 16, 2), ("jpeg", 8, 3)})  # PIL mode RGB
+_DEPTH_KEYS = frozenset({("png", 16, 0)})  # I;16
+_LABEL_KEYS = frozenset({("png", 8, 0)})  # L (palette P goes to PIL: its indices, not colours)
+
+
+def _pil_image(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode != "RGB":
         raise DataError(f"{path}: image must be 8-bit RGB, got PIL mode {img.mode!r}; convert it "
                         f"with PIL `Image.open(p).convert('RGB').save(p)` or {_FIX_HINT}")
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def read_depth(path: str | Path) -> np.ndarray:
-    """Depth as (H, W) float32 metres (0 = missing) from a 16-bit PNG in millimetres."""
-    img = _open_png(Path(path), "depth")
+def _pil_depth(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode not in ("I;16", "I;16B", "I;16L"):
         raise DataError(f"{path}: depth must be a 16-bit greyscale PNG in millimetres, got PIL mode "
                         f"{img.mode!r} (8-bit depth loses all precision); {_FIX_HINT}")
-    return np.asarray(img).astype(np.float32) / 1000.0
+    return np.asarray(img)
+
+
+def _pil_label(img: Image.Image, path: Path, num_classes: int) -> np.ndarray:
+    if img.mode not in ("L", "P"):
+        raise DataError(f"{path}: label must be an 8-bit greyscale PNG (0 = void, 1..{num_classes}), "
+                        f"got PIL mode {img.mode!r}; {_FIX_HINT}")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB image as (H, W, 3) uint8. Raises DataError unless the file is an 8-bit RGB image."""
+    return _nyuv2_read(path, "image", _RGB_KEYS, True, _pil_image)
+
+
+def read_depth(path: str | Path) -> np.ndarray:
+    """Depth as (H, W) float32 metres (0 = missing) from a 16-bit PNG in millimetres."""
+    depth_mm = _nyuv2_read(path, "depth", _DEPTH_KEYS, False, _pil_depth)
+    # one pass: the float32 cast and the division of the old ``astype(float32) / 1000.0``, same bits
+    return np.divide(depth_mm, 1000.0, dtype=np.float32)
 
 
 def read_label(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Label map as (H, W) uint8 with values in 0..num_classes (0 = void)."""
-    img = _open_png(Path(path), "label")
-    if img.mode not in ("L", "P"):
-        raise DataError(f"{path}: label must be an 8-bit greyscale PNG (0 = void, 1..{num_classes}), "
-                        f"got PIL mode {img.mode!r}; {_FIX_HINT}")
-    label = np.asarray(img, dtype=np.uint8).copy()
+    label = _nyuv2_read(path, "label", _LABEL_KEYS, False, partial(_pil_label, num_classes=num_classes))
+    if int(label.max(initial=0)) <= num_classes:  # one vectorised max; the values only for the message
+        return label
     bad = np.unique(label[label > num_classes])
-    if bad.size:
-        raise DataError(
-            f"{path}: label values {bad.tolist()} are outside 0..{num_classes} (0 = void, 1..{num_classes} "
-            f"= classes.txt of nyuv2_labels13). Raw NYUv2 ids (894 classes) or 40-class ids must be "
-            f"mapped to 13 classes first: re-run kagglekit.tasks.segmentation.convert, or check "
-            f"whether 255 was written for void (use 0).")
-    return label
+    raise DataError(
+        f"{path}: label values {bad.tolist()} are outside 0..{num_classes} (0 = void, 1..{num_classes} "
+        f"= classes.txt of nyuv2_labels13). Raw NYUv2 ids (894 classes) or 40-class ids must be "
+        f"mapped to 13 classes first: re-run kagglekit.tasks.segmentation.convert, or check "
+        f"whether 255 was written for void (use 0).")
 
 
 def read_ids(csv_path: str | Path) -> list[str]:
@@ -132,9 +150,10 @@ def target_to_label(target: np.ndarray) -> np.ndarray:
     return np.where(target == IGNORE_INDEX, 0, target + 1).astype(np.uint8)
 
 
-def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
+def inverse_depth(depth_m: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Input channel from depth (H, W) metres -> (H, W) float32 in [0, 1]: ``NEAR_DEPTH_M / d``
-    clipped to [0, 1]; missing depth (0) -> 0.
+    clipped to [0, 1]; missing depth (0) -> 0. ``out``: an (H, W) float32 buffer to write into
+    (e.g. the 4th plane of the model input), returned.
 
     Why inverse depth: it is proportional to disparity, which is what a structured-light sensor
     measures (Kinect v1), it is bounded (0.5 m -> 1, 5 m -> 0.1) without per-image statistics,
@@ -142,9 +161,39 @@ def inverse_depth(depth_m: np.ndarray) -> np.ndarray:
     reads as "infinitely far / no signal" rather than as a plausible close surface.
     """
     depth_m = np.asarray(depth_m, dtype=np.float32)
-    with np.errstate(divide="ignore"):
-        inv = np.where(depth_m > 0, NEAR_DEPTH_M / depth_m, 0.0)
-    return np.clip(inv, 0.0, 1.0).astype(np.float32)
+    out = np.empty(depth_m.shape, np.float32) if out is None else out
+    out.fill(0.0)
+    np.divide(np.float32(NEAR_DEPTH_M), depth_m, out=out, where=depth_m > 0)  # > 0 only: d > 0 -> no lower clip
+    return np.minimum(out, 1.0, out=out)
+
+
+# ImageNet normalisation of every uint8 value, per channel: (256, 3) float32 computed with the same
+# float32 operations as ``(x.astype(float32) / 255 - mean) / std``, so a table look-up gives the
+# same bits in one pass per plane (no float HWC temporaries, no transposing copy).
+_NORMALISE_LUT = [np.ascontiguousarray(column) for column in
+                  ((np.arange(256, dtype=np.float32)[:, None] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).T]
+
+
+def model_input(image: np.ndarray, depth_m: np.ndarray | None = None) -> np.ndarray:
+    """(C, H, W) float32 C-contiguous model input from image (H, W, 3) RGB: the ImageNet-normalised
+    RGB planes, plus :func:`inverse_depth` of ``depth_m`` (H, W) metres as a 4th plane when given.
+    uint8 images (the readers' output) go through a 256-entry table per channel (cv2.LUT, exact);
+    other dtypes through the same arithmetic, in place."""
+    h, w = image.shape[:2]
+    out = np.empty((3 if depth_m is None else 4, h, w), np.float32)
+    if image.dtype == np.uint8:
+        for c, plane in enumerate(cv2.split(image)):  # contiguous uint8 planes, SIMD split
+            written = cv2.LUT(plane, _NORMALISE_LUT[c], dst=out[c])
+            if written.ctypes.data != out[c].ctypes.data:  # OpenCV reallocated instead of writing in place
+                out[c] = written
+    else:
+        for c in range(3):
+            np.divide(image[..., c], 255.0, out=out[c], dtype=np.float32)
+            out[c] -= IMAGENET_MEAN[c]
+            out[c] /= IMAGENET_STD[c]
+    if depth_m is not None:
+        inverse_depth(depth_m, out=out[3])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,14 +241,16 @@ def _apply_transform(transform: A.Compose | None, image: np.ndarray, depth_m: np
         return image, depth_m, label
     # albumentations wants every additional target it was built with: a zero plane stands in
     # for a split without depth (nearest resize / padding of zeros cost next to nothing)
-    depth_in = depth_m if depth_m is not None else np.zeros(image.shape[:2], np.float32)
-    kwargs = {"image": image, "depth": -depth_in}
+    depth_in = np.negative(depth_m) if depth_m is not None else np.zeros(image.shape[:2], np.float32)
+    kwargs = {"image": image, "depth": depth_in}
     if label is not None:
         kwargs["mask"] = label
     out = transform(**kwargs)
-    depth = -np.asarray(out["depth"], dtype=np.float32)
-    depth[depth < 0] = 0.0  # padding -> missing
-    return out["image"], (depth if depth_m is not None else None), (out["mask"] if label is not None else None)
+    if depth_m is None:
+        return out["image"], None, (out["mask"] if label is not None else None)
+    depth = np.negative(out["depth"], dtype=np.float32)  # a new C-contiguous array (the crop is a view)
+    np.maximum(depth, 0.0, out=depth)  # padding (now < 0) -> 0 = missing
+    return out["image"], depth, (out["mask"] if label is not None else None)
 
 
 @dataclass(frozen=True)
@@ -214,10 +265,19 @@ class Readers:
 
 def nyuv2_readers(max_label: int = NUM_CLASSES) -> Readers:
     """The seed layout's strict readers (8-bit RGB PNG, 8-bit label PNG in 0..max_label)."""
-    return Readers(read_image, lambda p: read_label(p, max_label), read_depth)
+    return Readers(read_image, partial(read_label, num_classes=max_label), read_depth)  # partial: picklable
 
 
-GENERIC_READERS = Readers(read_rgb, read_mask, read_depth)
+# masks in their file's dtype: 8-bit masks stay uint8 for the class table's uint8 look-up
+GENERIC_READERS = Readers(read_rgb, read_mask_ids, read_depth)
+_UNKNOWN = 254  # target sentinel of ids outside the table: indices are 0..253 (< IGNORE_INDEX classes)
+
+
+def _uint8_lut(table: ClassTable) -> np.ndarray:
+    """(256,) uint8: competition id 0..255 -> model index, IGNORE_INDEX for void, _UNKNOWN for ids
+    the table does not have (the table's own look-up, so targets are the same bits)."""
+    lut = table._lut(256)[:256]
+    return np.where(lut < 0, _UNKNOWN, lut).astype(np.uint8)
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -233,6 +293,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
     The transform must be geometry-only (built with ``additional_targets={'depth': 'mask'}``);
     normalisation happens here, after it. ``labels``: id → (H, W) competition ids for masks that
     come from an RLE CSV (overrides ``files.masks``).
+
+    No per-item validation beyond what decoding does anyway: headers, modes, sizes and mask
+    values are the pre-flight's job (:func:`preflight_dataset`). The header bytes the decoder reads
+    route any file OpenCV would read differently to PIL (whose mode check then refuses a wrong
+    mode, as before), a mask id outside the table still fails the table's look-up, and a file that
+    turned bad since the pre-flight is one error line naming it.
     """
 
     def __init__(self, files: SplitFiles, table: ClassTable, transform: A.Compose | None = None,
@@ -245,6 +311,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.transform, self.use_depth_input, self.readers = transform, use_depth_input, readers
         self.with_labels = with_labels and (files.masks is not None or labels is not None)
         self.labels = labels
+        self._target_lut = _uint8_lut(table)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -255,6 +322,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         path = self.files.masks[frame_id]
         return self.readers.mask(path), path
 
+    def _target(self, mask: np.ndarray, where: Path | str) -> np.ndarray:
+        """Mask (H, W) of competition ids -> target (H, W) uint8 = ``table.to_target(mask)``: 8-bit
+        masks by the table's 256-entry look-up (cv2.LUT), others, and a mask with ids outside the
+        table (for its error line naming ``where``), by ``to_target`` itself."""
+        if mask.dtype == np.uint8 and mask.ndim == 2:
+            target = cv2.LUT(mask, self._target_lut)
+            if not (target == _UNKNOWN).any():
+                return target
+        return self.table.to_target(mask, where)
+
     def _load(self, frame_id: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """image (H, W, 3) uint8, depth (H, W) metres or None, target (H, W) uint8 or None."""
         image = self.readers.image(self.files.images[frame_id])
@@ -264,7 +341,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             shapes["depth"] = depth.shape
         if self.with_labels:
             mask, where = self._mask(frame_id)
-            target, shapes["label"] = self.table.to_target(mask, where), mask.shape
+            target, shapes["label"] = self._target(mask, where), mask.shape
         if len(set(shapes.values())) > 1:
             raise DataError(f"{self.files.images[frame_id]}: image, depth and label sizes differ {shapes} "
                             f"(id {frame_id}); {_FIX_HINT}")
@@ -275,11 +352,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image, depth, target = self._load(frame_id)
         orig_size = torch.tensor(image.shape[:2], dtype=torch.int64)
         image, depth, target = _apply_transform(self.transform, image, depth, target)
-        rgb = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        channels = [rgb.transpose(2, 0, 1)]
-        if self.use_depth_input:
-            channels.append(inverse_depth(depth)[None])
-        item = {"image": torch.from_numpy(np.ascontiguousarray(np.concatenate(channels, 0))),
+        # every array below is C-contiguous and owned by the item: torch.from_numpy copies nothing
+        item = {"image": torch.from_numpy(model_input(image, depth if self.use_depth_input else None)),
                 "id": frame_id, "orig_size": orig_size}
         if depth is not None:
             item["depth"] = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None])

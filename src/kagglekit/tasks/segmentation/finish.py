@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from kagglekit.calibrate import best_temperature, temperature_table
+from kagglekit.calibrate import TemperatureSearch, best_temperature, temperature_status, temperature_table
 from kagglekit.ensemble.search import SegmentationBlendObjective
-from kagglekit.store.arrays import OOFError, StoredPredictions, iter_blended_test_mean, merged_oof, missing_stores, read_predictions
+from kagglekit.store.arrays import (OOFError, StoredPredictions, iter_blended_test_mean, merged_oof, missing_stores,
+                                    read_predictions, require_folds, require_same_ids)
 from kagglekit.submission import nyuv2 as nyu
 from kagglekit.submission.rle import SubmissionError
 from kagglekit.submission.validate import validate, write_submission
@@ -65,15 +66,36 @@ def score_submission(task: Any, path: Path, solution: Path) -> dict[str, Any]:
 def score_experiment(task: Any, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Confusions of all folds summed per temperature → best T → OOF mIoU; merged OOF written."""
     cfg = task.cfg
-    temps = fold_metrics[0]["confusion_by_temperature"].keys()
-    summed = {float(t): sum(np.asarray(f["confusion_by_temperature"][t], dtype=np.int64) for f in fold_metrics)
-              for t in temps}
+    summed = summed_confusions(fold_metrics)
     table = temperature_table(summed)
     best_t, _ = best_temperature(table)
     summary = task._confusion_metrics(summed[best_t], table, best_t)
     merged = merged_oof(exp_dir, task.folds()["id"].astype(str).tolist(), cfg.n_folds)
     return {"cv": summary["oof_miou"], **summary, "oof_path": str(merged.probs.filename),
-            "fold_miou": [f["oof_miou"] for f in fold_metrics], "confusion": summed[best_t].tolist()}
+            "fold_miou": [f["oof_miou"] for f in fold_metrics], "confusion": summed[best_t].tolist(),
+            "temperature_search": experiment_temperature_search(cfg, table, fold_metrics)}
+
+
+def summed_confusions(fold_metrics: Sequence[dict[str, Any]]) -> dict[float, np.ndarray]:
+    """T → (C, C) confusion summed over the folds, for every T all folds evaluated (a fold whose
+    search widened its grid has more temperatures than the others)."""
+    keys = set.intersection(*(set(f["confusion_by_temperature"]) for f in fold_metrics))
+    return {float(t): sum(np.asarray(f["confusion_by_temperature"][t], dtype=np.int64) for f in fold_metrics)
+            for t in sorted(keys, key=float)}
+
+
+def experiment_temperature_search(cfg: Any, table: pd.DataFrame, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The experiment-level temperature choice (summed confusions over the temperatures every
+    fold evaluated) described like a fold's search, plus each fold's own search sentence
+    (older fold metrics without one: none)."""
+    scores = dict(zip(table["temperature"].astype(float), table["miou"].astype(float)))
+    grid = sorted(float(t) for t in cfg.temperatures)
+    ts = sorted(scores)
+    best = best_temperature(table)[0]
+    passes = min(int(f.get("temperature_search", {}).get("extra_passes", 0)) for f in fold_metrics)
+    search = TemperatureSearch(best, scores[best], scores, temperature_status(scores), (grid[0], grid[-1]),
+                               (ts[0], ts[-1]), passes)
+    return {**search.summary("mIoU"), "folds": [f.get("temperature_search", {}).get("sentence") for f in fold_metrics]}
 
 
 def test_sizes(exp_dir: Path) -> dict[str, tuple[int, int]]:
@@ -98,15 +120,16 @@ def report_experiment(task: Any, exp_dir: Path, summary: dict[str, Any], fold_me
     from kagglekit.tasks.segmentation.report import write_experiment_report
     rows = [{"Fold": f["fold"], "Best Epoch": f["best_epoch"], "OOF mIoU": f["oof_miou"],
              "Best T": f"{f['best_temperature']:g}", "Pixel Acc": f["oof_pixel_acc"]} for f in fold_metrics]
-    write_experiment_report(task.cfg, exp_dir, summary, rows, np.asarray(summary["confusion"], dtype=np.int64))
+    write_experiment_report(task.cfg, exp_dir, summary, rows, np.asarray(summary["confusion"], dtype=np.int64),
+                            read_image=task.image_reader())
 
 
 def check_aligned(names: Sequence[str], stores: Sequence[StoredPredictions]) -> None:
+    """Members' merged OOF: the same ids in the same order and the same array shape."""
     first = stores[0]
+    require_same_ids(names, [s.ids for s in stores], "OOF ids",
+                     "members must be trained on the same input/<comp>/folds.csv")
     for name, store in zip(names[1:], stores[1:]):
-        if store.ids != first.ids:
-            raise OOFError(f"OOF ids of {name} differ from {names[0]} (different folds.csv or missing rows); "
-                           "members must be trained on the same input/<comp>/folds.csv")
         if store.probs.shape != first.probs.shape:
             raise OOFError(f"OOF shape of {name} {store.probs.shape} differs from {names[0]} {first.probs.shape}; "
                            "use the same oof_scale and classes")
@@ -126,8 +149,12 @@ class SegmentationBlend:
     def __post_init__(self) -> None:
         cfg = self.tasks[0].cfg
         order = self.tasks[0].folds()["id"].astype(str).tolist()
+        names = [t.cfg.name for t in self.tasks]
+        fold_ids = [sorted(i for s in require_folds(d, t.cfg.n_folds, "oof") for i in s.ids)
+                    for d, t in zip(self.member_dirs, self.tasks)]  # before merging: name the members' id difference
+        require_same_ids(names, fold_ids, "OOF ids (sorted)", "members must be trained on the same input/<comp>/folds.csv")
         stores = [merged_oof(d, order, t.cfg.n_folds) for d, t in zip(self.member_dirs, self.tasks)]
-        check_aligned([t.cfg.name for t in self.tasks], stores)
+        check_aligned(names, stores)
         if stores[0].targets is None:
             raise OOFError(f"{self.member_dirs[0]}: OOF targets missing; re-run the member's folds")
         self.search = SegmentationBlendObjective([s.probs for s in stores], stores[0].targets, cfg.num_classes,

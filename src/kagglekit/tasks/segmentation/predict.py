@@ -121,3 +121,41 @@ def keep_best_candidate(candidates: dict[float, PredictionWriter], best_t: float
     best = candidates[best_t]
     best.manifest.metric_name, best.manifest.metric = metric_name, float(metric)
     return best.commit()
+
+
+class ValidationPasses:
+    """The evaluator of a temperature search (:func:`kagglekit.calibrate.search_temperature`):
+    each call is one validation TTA pass over a batch of temperatures — per T a confusion matrix
+    at the original resolution and the OOF probabilities streamed into a candidate store — and
+    only the best candidate so far is kept on disk. :meth:`commit` renames the chosen one into
+    place; :meth:`abort` discards everything (call it when the search raises)."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], make_loader: Callable[[], Iterable[dict]],
+                 load_target: Callable[[str], torch.Tensor], tta: TTASpec, manifest: Manifest, final_dir: Path,
+                 device: torch.device) -> None:
+        self.forward, self.make_loader, self.load_target = forward, make_loader, load_target
+        self.tta, self.manifest, self.final_dir, self.device = tta, manifest, Path(final_dir), device
+        self.confusions: dict[float, ConfusionMatrix] = {}
+        self.kept: dict[float, PredictionWriter] = {}
+
+    def __call__(self, temperatures: Sequence[float]) -> dict[float, float]:
+        """{T: OOF mIoU} of ``temperatures`` (one pass)."""
+        from kagglekit.calibrate import best_temperature, temperature_table
+        candidates = open_candidates(self.final_dir, self.manifest, temperatures)
+        self.kept.update(candidates)
+        self.confusions.update(predict_validation(
+            self.forward, self.make_loader(), self.load_target, replace(self.tta, temperatures=tuple(temperatures)),
+            self.manifest.shape[1], tuple(self.manifest.shape[2:]), candidates, self.device))
+        table = temperature_table({t: cm.matrix for t, cm in self.confusions.items()})
+        best, _ = best_temperature(table)
+        for t in [t for t in self.kept if t != best]:  # disk: one candidate store at a time
+            self.kept.pop(t).abort()
+        scores = dict(zip(table["temperature"], table["miou"]))
+        return {float(t): float(scores[float(t)]) for t in temperatures}
+
+    def commit(self, best_t: float, metric_name: str, metric: float) -> Path:
+        return keep_best_candidate(self.kept, best_t, metric_name, metric)
+
+    def abort(self) -> None:
+        for writer in self.kept.values():
+            writer.abort()

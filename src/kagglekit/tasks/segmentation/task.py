@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kagglekit.experiment.setup import workspace_for
-from kagglekit.calibrate import best_temperature, temperature_table
+from kagglekit.calibrate import search_temperature, temperature_table
 from kagglekit.cv import fold_ids, get_or_make_folds
 from kagglekit.metrics.segmentation import ConfusionMatrix, iou_from_confusion
 from kagglekit.experiment.contract import MetricSpec
@@ -169,25 +169,26 @@ class SegmentationTask:
                         list(orig_hw), [v.name for v in self._tta().views], t, orig_sizes=sizes)
 
     def _loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.cfg.valid_batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+        return DataLoader(dataset, batch_size=self.cfg.valid_batch_size, shuffle=False, num_workers=self.workspace.num_workers,
+                          pin_memory=self.device.type == "cuda")
 
     def finalize(self, model: torch.nn.Module, fold: int, fold_dir: Path) -> dict[str, Any]:
         _, valid_ids = fold_ids(self.folds(), fold, "id")
         dataset = self._dataset(valid_ids, "train", False)
         tta, forward, manifest = self._tta(), self._forward(model), self._manifest(fold, "oof", dataset)
-        candidates = P.open_candidates(fold_dir / "oof", manifest, tta.temperatures)
-        try:
-            confusions = P.predict_validation(forward, self._loader(dataset), self._target_loader(dataset), tta,
-                                              manifest.shape[1], tuple(manifest.shape[2:]), candidates, self.device)
+        passes = P.ValidationPasses(forward, lambda: self._loader(dataset), self._target_loader(dataset), tta, manifest,
+                                    fold_dir / "oof", self.device)
+        try:  # the grid is widened while its best T is at an edge (each widening: one more TTA pass)
+            search = search_temperature(passes, tta.temperatures)
         except BaseException:
-            for writer in candidates.values():
-                writer.abort()
+            passes.abort()
             raise
+        passes.commit(search.best, "miou", search.score)
+        confusions = passes.confusions
         table = temperature_table({t: cm.matrix for t, cm in confusions.items()})
-        best_t, best_miou = best_temperature(table)
-        P.keep_best_candidate(candidates, best_t, "miou", best_miou)
-        metrics = self._confusion_metrics(confusions[best_t].matrix, table, best_t)
+        metrics = self._confusion_metrics(confusions[search.best].matrix, table, search.best)
         metrics["confusion_by_temperature"] = {f"{t:g}": cm.matrix.tolist() for t, cm in confusions.items()}
+        metrics["temperature_search"] = search.summary("mIoU")
         if self.cfg.predict_test and not self.predict_test(model, fold, fold_dir, metrics):
             self._ids("test")  # raises: predict_test=true needs test.csv
         return metrics
@@ -220,9 +221,15 @@ class SegmentationTask:
                            self.device)
 
     # ---- reports and the experiment epilogue ---------------------------------------------------
+    def image_reader(self) -> Callable[[str], np.ndarray]:
+        """Train image id → (H, W, 3) uint8 RGB, read as the layout's dataset reads it (reports)."""
+        files = self.split_files("train")
+        readers = D.nyuv2_readers(max(self.table().ids)) if self.cfg.layout == "nyuv2" else D.GENERIC_READERS
+        return lambda frame_id: readers.image(files.images[frame_id])
+
     def report_fold(self, fold_dir: Path, history: pd.DataFrame, metrics: dict[str, Any]) -> None:
         from kagglekit.tasks.segmentation.report import write_fold_report
-        write_fold_report(self.cfg, fold_dir, history, metrics)
+        write_fold_report(self.cfg, fold_dir, history, metrics, read_image=self.image_reader())
 
     def score_experiment(self, exp_dir: Path, fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return finish.score_experiment(self, exp_dir, fold_metrics)
