@@ -66,9 +66,8 @@ def assert_track_ran(results: dict, track: str, amp: str, resumed: bool) -> None
     assert speed["ratio"] == pytest.approx(speed["library"]["samples_s"] / speed["bare"]["samples_s"])
 
 
-# make test: the two quick tracks exercise every stage of the script; make test-slow: all five.
-@pytest.mark.parametrize("track", ["behaviour", "multilabel",
-                                   *(pytest.param(t, marks=pytest.mark.slow) for t in ("segmentation", "detection", "keypoints"))])
+# every track in make test (10–30 s each on 2 idle cores); both precisions + torchrun in make test-slow
+@pytest.mark.parametrize("track", ["behaviour", "multilabel", "segmentation", "detection", "keypoints"])
 def test_gpu_check_smoke_each_track(tmp_path, track):
     """Killed after period 1 and resumed, evaluated with TTA into the store, throughput measured."""
     _, report, results = run_smoke(tmp_path, "--tracks", track, "--precisions", "fp16", "--no-ddp")
